@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from genie_env.data.errors import DatasetError
 from genie_env.data.features import INDEX_FEATURES, Feature
 from genie_env.data.video import read_video, write_video
 
@@ -40,10 +41,6 @@ CODEBASE_VERSION = "v2.1"
 CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
-
-
-class DatasetError(RuntimeError):
-    """A dataset file is missing, corrupt, or inconsistent with ``meta/``."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:

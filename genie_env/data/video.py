@@ -14,12 +14,10 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
+from genie_env.data.errors import VideoError
+
 LOSSLESS = ["-crf", "0", "-pix_fmt", "yuv444p", "-preset", "veryfast"]
 PREVIEW = ["-crf", "18", "-pix_fmt", "yuv420p"]
-
-
-class VideoError(RuntimeError):
-    """A video file is missing, unreadable, or shorter than expected."""
 
 
 def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float, lossless: bool = True) -> None:
@@ -73,7 +71,9 @@ def read_video(path: str | os.PathLike[str], expected_frames: int | None = None)
         width, height = meta["size"]
         frames = [np.frombuffer(buf, np.uint8).reshape(height, width, 3) for buf in gen]
     except (RuntimeError, OSError, StopIteration, KeyError, ValueError) as exc:
-        raise VideoError(f"cannot decode video {path}: {exc}") from exc
+        # ffmpeg's message ends with the reason; its banner before that is noise.
+        reason = " ".join(str(exc).strip().splitlines()[-2:])
+        raise VideoError(f"cannot decode video {path}: {reason}") from exc
     if not frames:
         raise VideoError(f"video {path} holds no frames (truncated or corrupt file)")
     if expected_frames is not None and len(frames) != expected_frames:

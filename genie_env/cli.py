@@ -1,0 +1,150 @@
+"""The ``genie-env`` command line.
+
+Core subcommands live here; packages that build on the core (training, envs, agents) add theirs through the
+``genie_env.commands`` entry-point group: each entry point names a function ``register(subparsers)`` that
+adds one or more subparsers with ``set_defaults(func=...)``. The core never imports them directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from genie_env import __version__
+from genie_env.data.errors import DatasetError
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from genie_env.data.collect import collect
+
+    stats = collect(
+        args.env_id,
+        args.episodes,
+        args.out,
+        seed=args.seed,
+        size=args.size,
+        policy=args.policy,
+        max_steps=args.max_steps,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    print(
+        f"recorded {stats.episodes} episodes, {stats.frames} frames in {stats.seconds:.1f} s "
+        f"({stats.steps_per_second:.1f} steps/s, {stats.successes} successes) -> {args.out}"
+    )
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from genie_env.data.lerobot import LeRobotDataset
+
+    ds = LeRobotDataset(args.dataset)
+    print(ds)
+    recipe = ds.info.get("genie_env", {}).get("recipe")
+    if recipe:
+        print(f"recipe: {recipe}")
+    for name, feature in ds.features.items():
+        extra = ""
+        if feature.is_video and ds.intrinsics(name.removeprefix("observation.images.")) is not None:
+            k = ds.intrinsics(name.removeprefix("observation.images."))
+            extra = f"  fx={k[0, 0]:.2f} fy={k[1, 1]:.2f} cx={k[0, 2]:.2f} cy={k[1, 2]:.2f}"
+        print(f"  {name:<42} {feature.dtype:<8} {list(feature.shape)}{extra}")
+    if ds.episodes and "success" in ds.episodes[0]:
+        rate = sum(bool(e["success"]) for e in ds.episodes) / ds.num_episodes
+        print(f"success rate: {rate:.0%}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from genie_env.demo import main_demo
+
+    return main_demo(args.out, args.size, args.steps, args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, including subcommands registered by installed packages."""
+    parser = argparse.ArgumentParser(
+        prog="genie-env",
+        description="Learned simulators (GE-Sim, Genie) as Gymnasium environments: record real simulators, "
+        "train world models on the recordings, and use them as environments.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'genie-env COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"genie-env {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "collect",
+        help="record a real simulator (Fetch, Atari) into a LeRobot-layout dataset",
+        description="Record ENV_ID into a LeRobot v2.1 dataset. Fetch tasks are recorded from three cameras "
+        "(front, side, hand) with per-frame camera-to-base extrinsics and intrinsics (OpenCV convention); "
+        "Atari screens are resized to SIZE x SIZE. Each episode is written atomically, so an interrupted run "
+        "leaves a readable dataset; --resume continues it with identical episodes.",
+    )
+    p.add_argument("env_id", metavar="ENV_ID", help="FetchReach-v4, FetchPush-v4, FetchPickAndPlace-v4, or ALE/<Game>-v5")
+    p.add_argument("--episodes", type=int, required=True, help="number of episodes the dataset should hold")
+    p.add_argument("--out", required=True, help="dataset directory (must be new or empty, see --overwrite/--resume)")
+    p.add_argument("--seed", type=int, default=0, help="collection seed; episode i depends only on (seed, i)")
+    p.add_argument("--size", type=int, default=64, help="square image size in pixels (default 64)")
+    p.add_argument(
+        "--policy",
+        choices=("scripted", "random", "mixed"),
+        default="mixed",
+        help="Fetch: task controller with noise / held random actions / per-episode mix (default). "
+        "Atari: action-holding random / uniform random / mix",
+    )
+    p.add_argument("--max-steps", type=int, default=None, help="cap on actions per episode (default: env limit)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    group.add_argument("--resume", action="store_true", help="add the missing episodes to the dataset at --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser(
+        "info",
+        help="summarise a dataset",
+        description="Print a dataset's size, the recipe it was collected with, every feature (dtype and shape), "
+        "each camera's intrinsics, and the success rate of its episodes where the task has one.",
+    )
+    p.add_argument("dataset", metavar="DATASET", help="dataset directory")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "demo",
+        help="record the real simulators and write preview videos and PNG strips",
+        description="Record FetchPush-v4 (three cameras) and ALE/Boxing-v5, then write a preview mp4 and a PNG "
+        "strip of each under --out and print the recording speed.",
+    )
+    p.add_argument("--out", default="genie-env-demo", help="output directory (default ./genie-env-demo)")
+    p.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
+    p.add_argument("--steps", type=int, default=150, help="Boxing steps to record (default 150)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.set_defaults(func=_cmd_demo)
+
+    for ep in entry_points(group="genie_env.commands"):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``genie-env`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileExistsError, FileNotFoundError, DatasetError) as exc:
+        print(f"genie-env {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"genie-env {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

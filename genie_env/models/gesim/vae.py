@@ -1,0 +1,104 @@
+"""Wan 2.1 video VAE with GE-Sim's latent normalisation.
+
+GE-Sim encodes frames with diffusers' ``AutoencoderKLWan``: 16 latent channels, 8x spatial and 4x causal
+temporal compression. Causality means a single frame encodes to one latent frame and a ``4n + 1`` frame
+clip to ``n + 1`` latent frames (frame 0 alone, then groups of 4). GE-Sim encodes each memory frame on its
+own (one latent frame each) and the 25 future frames as one clip (7 latent frames).
+
+Latents are normalised per channel as ``(z - latents_mean) / latents_std``; both vectors live in the VAE's
+own config so a checkpoint carries its statistics.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
+from einops import rearrange
+
+
+class GeSimVAE(AutoencoderKLWan):
+    """``AutoencoderKLWan`` plus frame-level helpers working on normalised latents.
+
+    Adds no parameters, so published Wan 2.1 VAE weights load unchanged
+    (``GeSimVAE.from_pretrained(path, subfolder="vae")``). Pixel convention: RGB in [-1, 1],
+    ``(B, 3, T, H, W)``.
+    """
+
+    @property
+    def temporal_factor(self) -> int:
+        """Temporal compression (4 for Wan 2.1): one latent frame per 4 frames after the first."""
+        return 2 ** sum(bool(d) for d in self.config.temperal_downsample)
+
+    @property
+    def spatial_factor(self) -> int:
+        """Spatial compression (8 for Wan 2.1)."""
+        return 2 ** (len(self.config.dim_mult) - 1)
+
+    def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.tensor(self.config.latents_mean, device=z.device, dtype=z.dtype)
+        std = torch.tensor(self.config.latents_std, device=z.device, dtype=z.dtype)
+        return rearrange(mean, "c -> 1 c 1 1 1"), rearrange(std, "c -> 1 c 1 1 1")
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Maps raw latents ``(B, z_dim, T, h, w)`` to unit scale: ``(z - mean) / std``."""
+        mean, std = self._stats(z)
+        return (z - mean) / std
+
+    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize_latents`."""
+        mean, std = self._stats(z)
+        return z * std + mean
+
+    def encode_frames(
+        self,
+        x: torch.Tensor,
+        *,
+        per_frame: bool = False,
+        sample: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Encodes frames to normalised latents.
+
+        Args:
+            x: Frames in [-1, 1], ``(B, 3, T, H, W)`` with ``H, W`` divisible by :attr:`spatial_factor`.
+                Without ``per_frame``, ``T`` must be ``1`` or ``4n + 1``.
+            per_frame: Encode every frame as its own single-frame clip, as GE-Sim does for memory frames;
+                gives ``T`` latent frames.
+            sample: Draw from the posterior (GE-Sim's choice); otherwise take its mean.
+            generator: Random generator for the posterior sample.
+
+        Returns:
+            Normalised latents ``(B, z_dim, T_lat, H / 8, W / 8)`` with ``T_lat = (T - 1) / 4 + 1``
+            (or ``T`` when ``per_frame``).
+
+        Raises:
+            ValueError: On a wrong shape or frame count.
+        """
+        if x.ndim != 5 or x.shape[1] != 3:
+            raise ValueError(f"x must be (B, 3, T, H, W), got {tuple(x.shape)}")
+        batch, _, frames, height, width = x.shape
+        f_t, f_s = self.temporal_factor, self.spatial_factor
+        if height % f_s or width % f_s:
+            raise ValueError(f"Frame size {(height, width)} must be divisible by {f_s}")
+        if per_frame:
+            x = rearrange(x, "b c t h w -> (b t) c 1 h w")
+        elif (frames - 1) % f_t:
+            raise ValueError(f"Clip length must be 1 or {f_t}n + 1 for the causal VAE, got {frames}")
+
+        posterior = self.encode(x).latent_dist
+        z = posterior.sample(generator=generator) if sample else posterior.mode()
+        if per_frame:
+            z = rearrange(z, "(b t) c 1 h w -> b c t h w", b=batch)
+        return self.normalize_latents(z)
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Decodes normalised latents to frames.
+
+        Args:
+            z: Normalised latents ``(B, z_dim, T_lat, h, w)``, decoded as one causal clip.
+
+        Returns:
+            Frames in [-1, 1] (diffusers' Wan decoder clamps, as GE-Sim needs before reusing frames as
+            memory), ``(B, 3, 4 * (T_lat - 1) + 1, 8h, 8w)``.
+        """
+        return self.decode(self.denormalize_latents(z)).sample
