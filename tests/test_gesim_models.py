@@ -1,0 +1,284 @@
+"""Fast CPU tests for the GE-Sim networks: DiT, cross-view attention, flow matching, sampler, VAE, presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention
+from diffusers.models.transformers.transformer_cosmos import CosmosAttnProcessor2_0, CosmosRotaryPosEmbed
+
+from genie_env.models.gesim import (
+    INPUT_CHANNELS,
+    MEMORY_TIMESTEP,
+    CrossViewAttnProcessor,
+    FlowSampler,
+    MultiViewDiT,
+    add_noise,
+    assemble_inputs,
+    build_dit,
+    build_vae,
+    count_parameters,
+    flow_matching_loss,
+    flow_matching_step,
+    frame_timesteps,
+    karras_flow_times,
+    noise_memory,
+)
+
+B, V, T, H, W = 1, 3, 5, 8, 8  # 3 views x (4 memory + 1 future) latent frames of 8x8
+
+
+def _inputs(seed: int = 0, batch: int = B) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "latents": torch.randn(batch, V, 16, T, H, W, generator=g),
+        "traj": torch.rand(batch, V, 3, T, H, W, generator=g) * 2 - 1,
+        "ray": torch.randn(batch, V, 6, T, H, W, generator=g),
+        "cond_mask": torch.tensor([[1, 1, 1, 1, 0]] * batch),
+    }
+
+
+def _forward(model: MultiViewDiT, inputs: dict[str, torch.Tensor], **kwargs: torch.Tensor) -> torch.Tensor:
+    x = assemble_inputs(**inputs)
+    t = frame_timesteps(torch.full((x.shape[0],), 0.7), inputs["cond_mask"])
+    with torch.no_grad():
+        return model(x, t, **kwargs).sample
+
+
+@pytest.fixture(scope="module")
+def tiny() -> MultiViewDiT:
+    torch.manual_seed(0)
+    return build_dit("tiny").eval()
+
+
+# --- network -----------------------------------------------------------------------------------------
+
+
+def test_assemble_inputs_channel_order() -> None:
+    """27 channels: latents, trajectory, rays (origin, direction), condition mask, zero padding mask."""
+    inputs = _inputs()
+    x = assemble_inputs(**inputs)
+    assert x.shape == (B, V, INPUT_CHANNELS, T, H, W) and INPUT_CHANNELS == 27
+    assert torch.equal(x[:, :, 0:16], inputs["latents"])
+    assert torch.equal(x[:, :, 16:19], inputs["traj"])
+    assert torch.equal(x[:, :, 19:25], inputs["ray"])
+    cond = x[:, :, 25]  # (B, V, T, H, W): 1 on the 4 memory frames of every view, 0 on the future frame
+    assert torch.equal(cond[:, :, :4], torch.ones_like(cond[:, :, :4]))
+    assert torch.equal(cond[:, :, 4], torch.zeros_like(cond[:, :, 4]))
+    assert torch.equal(x[:, :, 26], torch.zeros_like(x[:, :, 26]))
+    with pytest.raises(ValueError, match="ray"):
+        assemble_inputs(inputs["latents"], inputs["traj"], inputs["ray"][:, :, :3], inputs["cond_mask"])
+
+
+def test_forward_shape_and_timestep_broadcast(tiny: MultiViewDiT) -> None:
+    """Velocity for 16 channels of every frame; a (B,) timestep equals the same value on all (B, T) frames."""
+    x = assemble_inputs(**_inputs())
+    with torch.no_grad():
+        per_frame = tiny(x, torch.full((B, T), 0.3)).sample
+        shared = tiny(x, torch.full((B,), 0.3)).sample
+        other = tiny(x, torch.tensor([[0.3, 0.3, 0.3, 0.3, 0.9]])).sample
+    assert per_frame.shape == (B, V, 16, T, H, W)
+    torch.testing.assert_close(per_frame, shared)
+    assert not torch.allclose(per_frame, other)
+    with pytest.raises(ValueError, match="timestep"):
+        tiny(x, torch.zeros(B, T + 1))
+
+
+def test_save_load_roundtrip(tiny: MultiViewDiT, tmp_path) -> None:
+    """save_pretrained / from_pretrained restores config, cross-view processors and identical outputs."""
+    tiny.save_pretrained(tmp_path)
+    loaded = MultiViewDiT.from_pretrained(tmp_path).eval()
+    public = lambda cfg: {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if k[0] != "_"}  # noqa: E731
+    assert public(loaded.config) == public(tiny.config)  # JSON turns tuples into lists
+    assert isinstance(loaded.transformer_blocks[3].attn1.processor, CrossViewAttnProcessor)
+    assert isinstance(loaded.transformer_blocks[1].attn1.processor, CosmosAttnProcessor2_0)
+    inputs = _inputs()
+    task = torch.tensor([2])
+    assert torch.equal(_forward(tiny, inputs, task_ids=task), _forward(loaded, inputs, task_ids=task))
+
+
+def test_view_embedding(tiny: MultiViewDiT) -> None:
+    """Identical views get different outputs through their view ids; permuting the ids permutes the outputs."""
+    inputs = _inputs()
+    inputs = {k: v[:, :1].expand(B, V, *v.shape[2:]) if v.ndim == 6 else v for k, v in inputs.items()}
+    out = _forward(tiny, inputs, view_ids=torch.tensor([[0, 1, 2]]))
+    swapped = _forward(tiny, inputs, view_ids=torch.tensor([[1, 0, 2]]))
+    assert not torch.allclose(out[:, 0], out[:, 1], atol=1e-4)
+    torch.testing.assert_close(swapped[:, 0], out[:, 1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(swapped[:, 1], out[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_task_conditioning(tiny: MultiViewDiT) -> None:
+    """Task ids change the output; no task id means the learned null-task entry."""
+    inputs = _inputs()
+    null = _forward(tiny, inputs)
+    torch.testing.assert_close(null, _forward(tiny, inputs, task_ids=torch.tensor([tiny.null_task_id])))
+    assert not torch.allclose(null, _forward(tiny, inputs, task_ids=torch.tensor([0])))
+
+
+@pytest.mark.parametrize(("every", "coupled"), [(0, False), (3, True), (1, True)])
+def test_cross_view_attention(every: int, coupled: bool) -> None:
+    """Views only influence each other through the joint-attention blocks."""
+    torch.manual_seed(0)
+    model = build_dit("tiny", cross_view_every=every).eval()
+    assert model.cross_view_block_ids == ([] if every == 0 else list(range(0, 4, every)))
+    inputs = _inputs()
+    perturbed = dict(inputs, latents=inputs["latents"].clone())
+    perturbed["latents"][:, 0] += 1.0  # change view 0 only
+    out, out_p = _forward(model, inputs), _forward(model, perturbed)
+    assert not torch.allclose(out[:, 0], out_p[:, 0])
+    assert torch.allclose(out[:, 1:], out_p[:, 1:], atol=1e-6) != coupled
+
+
+def test_cross_view_processor_matches_cosmos_for_one_view() -> None:
+    """With one view the processor is exactly diffusers' Cosmos self-attention (RoPE, QK norm included)."""
+    torch.manual_seed(0)
+    attn = Attention(query_dim=64, heads=2, dim_head=32, qk_norm="rms_norm", out_bias=False)
+    rope = CosmosRotaryPosEmbed(hidden_size=32, rope_scale=(1.0, 3.0, 3.0))(torch.zeros(1, 1, 2, 4, 4), fps=16)
+    tokens = torch.randn(6, 8, 64)  # 2 samples x 3 views, 2 x (4/2) x (4/2) tokens
+    with torch.no_grad():
+        attn.set_processor(CosmosAttnProcessor2_0())
+        reference = attn(tokens, image_rotary_emb=rope)
+        attn.set_processor(CrossViewAttnProcessor(num_views=1))
+        torch.testing.assert_close(attn(tokens, image_rotary_emb=rope), reference)
+        # Joint over 3 views: identical to one sample holding all 3 views' tokens concatenated.
+        attn.set_processor(CrossViewAttnProcessor(num_views=3))
+        joint = attn(tokens, image_rotary_emb=rope)
+        rope_cat = tuple(x.repeat(3, 1) for x in rope)
+        attn.set_processor(CosmosAttnProcessor2_0())
+        flat = attn(tokens.reshape(2, 24, 64), image_rotary_emb=rope_cat)
+    torch.testing.assert_close(joint, flat.reshape(6, 8, 64))
+
+
+# --- flow matching -------------------------------------------------------------------------------------
+
+
+def test_flow_helpers() -> None:
+    """Interpolation end points, per-frame timesteps, memory-only noise augmentation."""
+    inputs = _inputs()
+    x0, cond = inputs["latents"], inputs["cond_mask"]
+    eps = torch.randn_like(x0)
+    torch.testing.assert_close(add_noise(x0, eps, torch.zeros(B)), x0)
+    torch.testing.assert_close(add_noise(x0, eps, torch.ones(B)), eps)
+    t = frame_timesteps(torch.tensor([0.6]), cond)
+    torch.testing.assert_close(t, torch.tensor([[MEMORY_TIMESTEP] * 4 + [0.6]]))
+    assert abs(MEMORY_TIMESTEP - 1e-4 / (1 + 1e-4)) < 1e-12
+    noised = noise_memory(x0, cond, max_strength=0.1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(noised[:, :, :, 4], x0[:, :, :, 4])
+    delta = (noised[:, :, :, :4] - x0[:, :, :, :4]).abs()
+    assert 0 < delta.max() < 0.1 * (x0.abs().max() + 6)
+
+
+def test_loss_ignores_memory_frames() -> None:
+    """The loss and its gradient do not depend on the prediction at memory frames."""
+    inputs = _inputs()
+    x0, cond = inputs["latents"], inputs["cond_mask"]
+    eps = torch.randn_like(x0)
+    pred = torch.randn_like(x0, requires_grad=True)
+    loss = flow_matching_loss(pred, x0, eps, cond)
+    loss.backward()
+    assert torch.count_nonzero(pred.grad[:, :, :, :4]) == 0
+    assert torch.count_nonzero(pred.grad[:, :, :, 4]) > 0
+
+    garbage = pred.detach().clone()
+    garbage[:, :, :, :4] = 1e3
+    torch.testing.assert_close(flow_matching_loss(garbage, x0, eps, cond), loss.detach())
+    perfect = (eps - x0).clone()
+    perfect[:, :, :, :4] = 1e3
+    assert flow_matching_loss(perfect, x0, eps, cond).item() == 0.0
+
+
+def test_flow_matching_step_trains() -> None:
+    """The training step is seeded-deterministic and back-propagates into the network."""
+    model = build_dit("tiny")
+    inputs = _inputs(batch=2)
+    kwargs = dict(task_ids=torch.tensor([0, 3]), task_dropout=0.5)
+    loss_a, logs = flow_matching_step(model, **inputs, generator=torch.Generator().manual_seed(1), **kwargs)
+    loss_b, _ = flow_matching_step(model, **inputs, generator=torch.Generator().manual_seed(1), **kwargs)
+    assert torch.isfinite(loss_a) and loss_a.item() == loss_b.item() == logs["train/loss"]
+    loss_a.backward()
+    assert model.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert model.view_embed.weight.grad.abs().sum() > 0
+
+
+def test_karras_schedule_matches_gesim() -> None:
+    """15 Karras levels 80 -> 0.002 (rho 7), as in GE-Sim's released sampler, mapped to t = s / (1 + s)."""
+    sigmas = [t / (1 - t) for t in karras_flow_times(15)]
+    expected = [80, 53.6, 35.0, 22.2, 13.7, 8.14, 4.64, 2.52, 1.29, 0.613, 0.268, 0.104, 0.035, 0.0097, 0.002]
+    for got, want in zip(sigmas, expected, strict=True):
+        assert got == pytest.approx(want, rel=6e-3)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "karras"])
+def test_sampler_determinism(tiny: MultiViewDiT, schedule: str) -> None:
+    """Same seed gives identical samples, another seed differs; memory frames are returned untouched."""
+    inputs = _inputs()
+    sampler = FlowSampler(num_steps=3, schedule=schedule)
+
+    def run(seed: int) -> torch.Tensor:
+        return sampler(tiny, **inputs, task_ids=torch.tensor([1]), generator=torch.Generator().manual_seed(seed))
+
+    a, b, c = run(0), run(0), run(1)
+    assert a.shape == inputs["latents"].shape
+    assert torch.equal(a, b)
+    assert not torch.allclose(a[:, :, :, 4], c[:, :, :, 4])
+    assert torch.equal(a[:, :, :, :4], inputs["latents"][:, :, :, :4])
+    assert torch.isfinite(a).all()
+
+
+# --- VAE -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vae():
+    torch.manual_seed(0)
+    return build_vae("tiny").eval()
+
+
+@pytest.mark.parametrize(("frames", "latent_frames"), [(1, 1), (5, 2), (9, 3)])
+def test_vae_causal_shapes(vae, frames: int, latent_frames: int) -> None:
+    """A single frame -> 1 latent frame, a 4n+1 clip -> n+1; decoding inverts the shapes, values in [-1, 1]."""
+    x = torch.rand(2, 3, frames, 32, 48) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode_frames(x, generator=torch.Generator().manual_seed(0))
+        y = vae.decode_latents(z)
+    assert z.shape == (2, 16, latent_frames, 4, 6)
+    assert y.shape == x.shape
+    assert y.min() >= -1 and y.max() <= 1
+
+
+def test_vae_per_frame_and_errors(vae) -> None:
+    """Per-frame encoding (GE-Sim memory) matches encoding each frame alone; bad clip lengths are rejected."""
+    x = torch.rand(1, 3, 4, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode_frames(x, per_frame=True, sample=False)
+        z2 = vae.encode_frames(x[:, :, 2:3], sample=False)
+    assert z.shape == (1, 16, 4, 2, 2)
+    torch.testing.assert_close(z[:, :, 2:3], z2)
+    with pytest.raises(ValueError, match="4n \\+ 1"):
+        vae.encode_frames(x)
+
+
+def test_vae_latent_normalisation() -> None:
+    """Latents are normalised with the config's per-channel mean / std, and the mapping inverts."""
+    mean, std = [float(i) for i in range(16)], [0.5 + i for i in range(16)]
+    vae = build_vae("tiny", latents_mean=mean, latents_std=std)
+    z = torch.randn(1, 16, 2, 3, 3)
+    normed = vae.normalize_latents(z)
+    torch.testing.assert_close(normed[:, 5], (z[:, 5] - 5.0) / 5.5)
+    torch.testing.assert_close(vae.denormalize_latents(normed), z)
+
+
+# --- presets ---------------------------------------------------------------------------------------------
+
+
+def test_paper_presets_on_meta() -> None:
+    """The published sizes instantiate without memory: DiT ~2B parameters (within 10%), Wan 2.1 VAE."""
+    dit = build_dit("paper", device="meta")
+    n_dit = count_parameters(dit)
+    assert abs(n_dit - 2e9) / 2e9 < 0.10, n_dit
+    assert dit.cross_view_block_ids == list(range(0, 28, 3))  # 10 joint blocks of 28
+    assert dit.patch_embed.proj.in_features == 27 * 1 * 2 * 2 and dit.proj_out.out_features == 64
+    vae = build_vae("paper", device="meta")
+    assert len(vae.config.latents_mean) == len(vae.config.latents_std) == 16
+    assert 100e6 < count_parameters(vae) < 150e6
