@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Atari screens are resized to SIZE x SIZE. Each episode is written atomically, so an interrupted run "
         "leaves a readable dataset; --resume continues it with identical episodes.",
     )
-    p.add_argument("env_id", metavar="ENV_ID", help="FetchReach-v4, FetchPush-v4, FetchPickAndPlace-v4, or ALE/<Game>-v5")
+    p.add_argument(
+        "env_id", metavar="ENV_ID", help="FetchReach-v4, FetchPush-v4, FetchPickAndPlace-v4, or ALE/<Game>-v5"
+    )
     p.add_argument("--episodes", type=int, required=True, help="number of episodes the dataset should hold")
     p.add_argument("--out", required=True, help="dataset directory (must be new or empty, see --overwrite/--resume)")
     p.add_argument("--seed", type=int, default=0, help="collection seed; episode i depends only on (seed, i)")

@@ -45,8 +45,16 @@ def run_demo(out: str | Path = "genie-env-demo", *, size: int = 64, steps: int =
     for env_id, kw in runs.items():
         name = env_id.split("/")[-1].split("-")[0].lower()
         root = out / "datasets" / name
-        stats = collect(env_id, kw["episodes"], root, seed=seed, size=size, policy=kw["policy"],
-                        max_steps=kw["max_steps"], overwrite=True)
+        stats = collect(
+            env_id,
+            kw["episodes"],
+            root,
+            seed=seed,
+            size=size,
+            policy=kw["policy"],
+            max_steps=kw["max_steps"],
+            overwrite=True,
+        )
         result.steps_per_second[env_id] = stats.steps_per_second
         ds = LeRobotDataset(root)
         episodes = [ds.load_episode(i) for i in range(ds.num_episodes)]

@@ -246,7 +246,9 @@ class LeRobotWriter:
             staged.append((tmp, data_path))
             for name, feature in self.features.items():
                 if feature.is_video:
-                    video_path = self.root / VIDEO_PATH.format(episode_chunk=chunk, video_key=name, episode_index=index)
+                    video_path = self.root / VIDEO_PATH.format(
+                        episode_chunk=chunk, video_key=name, episode_index=index
+                    )
                     tmp = tmp_dir / f"{name}.mp4"
                     write_video(tmp, checked[name], fps)
                     staged.append((tmp, video_path))

@@ -98,7 +98,9 @@ class AtariSource(RealSource):
         if not 0 <= a < self.action_space.n:
             raise ValueError(f"Atari action {a} out of range [0, {self.action_space.n})")
         obs, reward, terminated, truncated, info = self.env.step(a)
-        return StepResult(self._frame(obs, int(info.get("lives", 0))), float(reward), bool(terminated), bool(truncated), {})
+        return StepResult(
+            self._frame(obs, int(info.get("lives", 0))), float(reward), bool(terminated), bool(truncated), {}
+        )
 
     def _check_open(self) -> None:
         if self._closed:

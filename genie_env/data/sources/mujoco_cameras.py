@@ -126,7 +126,9 @@ class MultiViewRenderer:
         self._free.elevation = spec.elevation
         return self._free
 
-    def render(self, data: mujoco.MjData) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def render(
+        self, data: mujoco.MjData
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Render every view.
 
         Returns:
