@@ -4,8 +4,10 @@ Every view is a MuJoCo *free* camera (``lookat``, ``distance``, ``azimuth``, ``e
 follow a site of the model (the hand camera follows the gripper): its ``lookat`` is then the site position
 plus a fixed offset, so the camera translates with the gripper.
 
-Camera parameters are read back from the GL camera MuJoCo actually rendered with (``scene.camera[0]``),
-never re-derived from the free-camera parameters, so the geometry cannot drift from the pixels:
+Camera parameters are read back from the GL camera MuJoCo actually rendered with (the average of the scene's
+two eye cameras, ``mjv_averageCamera``, which is what a mono render uses; ``scene.camera[0]`` alone is the left
+eye, 3.4 cm to the side), never re-derived from the free-camera parameters, so the geometry cannot drift
+from the pixels:
 
 * intrinsics ``K`` (3x3) in pixels for the rendered size, pixel centres at ``u + 0.5``, ``v + 0.5``;
 * extrinsics ``c2w`` (4x4): camera-to-world in the **OpenCV** convention (x right, y down, z forward).
@@ -57,7 +59,7 @@ def gl_camera_to_opencv(gl_camera: mujoco.MjvGLCamera, height: int, width: int) 
     """Convert a rendered MuJoCo GL camera into OpenCV intrinsics and camera-to-world extrinsics.
 
     Args:
-        gl_camera: ``renderer.scene.camera[0]`` after ``update_scene``.
+        gl_camera: ``mjv_averageCamera(scene.camera[0], scene.camera[1])`` after ``update_scene``.
         height: image height in pixels.
         width: image width in pixels.
 
@@ -139,9 +141,10 @@ class MultiViewRenderer:
         for spec in self.cameras:
             self._renderer.update_scene(data, camera=self._place(data, spec))
             images[spec.name] = self._renderer.render().copy()
-            intrinsics[spec.name], c2w[spec.name] = gl_camera_to_opencv(
-                self._renderer.scene.camera[0], self.height, self.width
-            )
+            scene = self._renderer.scene
+            # A mono render draws from the average of the two eye cameras; camera[0] is the left eye.
+            mono = mujoco.mjv_averageCamera(scene.camera[0], scene.camera[1])
+            intrinsics[spec.name], c2w[spec.name] = gl_camera_to_opencv(mono, self.height, self.width)
         return images, intrinsics, c2w
 
     def render_segmentation(self, data: mujoco.MjData, name: str) -> np.ndarray:
