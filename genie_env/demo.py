@@ -2,7 +2,9 @@
 
 For now the demo shows the *real* side of the pipeline: it records FetchPush (three cameras, scripted
 policy) and Atari Boxing into datasets, then writes, per simulator, a preview mp4 and a PNG strip of the
-views side by side, and prints the recording speed. Later, the world models appear next to them.
+views side by side, and prints the recording speed. For Fetch a second row shows the trajectory maps GE-Sim
+is conditioned on, drawn from the recorded tip pose and camera geometry: the disc follows the gripper in
+every view when the geometry is right. Later, the world models appear next to them.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from genie_env.data.collect import collect
 from genie_env.data.lerobot import LeRobotDataset
+from genie_env.models.gesim.conditioning import conditioning_maps, maps_to_uint8
 from genie_env.viz import save_png, save_preview_video, strip, tile_views, upscale
 
 
@@ -59,11 +63,31 @@ def run_demo(out: str | Path = "genie-env-demo", *, size: int = 64, steps: int =
         ds = LeRobotDataset(root)
         episodes = [ds.load_episode(i) for i in range(ds.num_episodes)]
         keys = ds.video_keys
-        frames = np.concatenate([tile_views([ep[k] for k in keys]) for ep in episodes])
+        views = [[ep[k] for k in keys] for ep in episodes]
+        if ds.intrinsics(ds.camera_names[0]) is not None:  # cameras with geometry: add trajectory maps
+            views = [v + list(_trajectory_rows(ep, ds)) for v, ep in zip(views, episodes, strict=True)]
+        frames = np.concatenate([_grid(v, len(keys)) for v in views])
         result.videos[env_id] = save_preview_video(out / f"{name}.mp4", frames, ds.fps)
-        rows = [strip(ep[k], 8) for k in keys for ep in episodes[:1]]
+        rows = [strip(view, 8) for view in views[0]]
         result.strips[env_id] = save_png(out / f"{name}_strip.png", upscale(np.concatenate(rows, axis=0), 2))
     return result
+
+
+def _trajectory_rows(episode: dict[str, np.ndarray], ds: LeRobotDataset) -> np.ndarray:
+    """Per camera, the episode's trajectory maps as uint8 images (V, T, H, W, 3)."""
+    cams = ds.camera_names
+    extr = torch.from_numpy(np.stack([episode[f"observation.cameras.{c}.extrinsics"] for c in cams]))
+    intr = torch.from_numpy(np.stack([ds.intrinsics(c) for c in cams]))
+    height, width = episode[ds.video_keys[0]].shape[1:3]
+    traj, _ = conditioning_maps(torch.from_numpy(episode["observation.state"]), extr, intr, height, width)
+    return maps_to_uint8(traj).numpy()
+
+
+def _grid(views: list[np.ndarray], per_row: int) -> np.ndarray:
+    """Tile (T, H, W, 3) views into rows of ``per_row`` views, one row under the other."""
+    rows = [tile_views(views[i : i + per_row]) for i in range(0, len(views), per_row)]
+    gap = np.full((*rows[0].shape[:-3], 2, rows[0].shape[-2], 3), 255, np.uint8)
+    return np.concatenate([part for row in rows for part in (row, gap)][:-1], axis=-3)
 
 
 def main_demo(out: str, size: int, steps: int, seed: int) -> int:

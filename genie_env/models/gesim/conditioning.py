@@ -1,0 +1,60 @@
+"""GE-Sim's per-frame conditioning from recorded robot state and cameras: trajectory maps and ray maps.
+
+Inputs are what a Fetch dataset row (or a GE-Sim env state) holds: the end-effector tip pose and gripper
+opening (``observation.state`` = xyz, quaternion xyzw, opening; base frame, metres), and per view the
+camera-to-base extrinsics (OpenCV) and intrinsics at the recorded size. Outputs are at pixel resolution;
+resize them to latent resolution with :func:`torch.nn.functional.interpolate` (as GE-Sim does) or draw them
+directly at the target size by passing scaled intrinsics (see :func:`genie_env.geometry.scale_intrinsics`).
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange, repeat
+
+from genie_env.geometry import pose_from_pos_quat, ray_maps, trajectory_maps
+
+
+def conditioning_maps(
+    state: torch.Tensor,
+    extrinsics: torch.Tensor,
+    intrinsics: torch.Tensor,
+    height: int,
+    width: int,
+    max_opening: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trajectory and ray maps of every view and frame, for one arm.
+
+    Args:
+        state: ``(T, 8)`` tip xyz, quaternion xyzw, gripper opening (base frame, metres).
+        extrinsics: ``(V, T, 4, 4)`` camera-to-base, OpenCV convention.
+        intrinsics: ``(V, 3, 3)`` for an image of ``(height, width)``.
+        height: map height in pixels.
+        width: map width in pixels.
+        max_opening: gripper opening that maps to the darkest disc colour (Fetch: 0.1 m).
+
+    Returns:
+        ``(traj, ray)``: ``(V, T, 3, H, W)`` in [0, 1] and ``(V, T, 6, H, W)`` (origin, unit direction).
+    """
+    if state.ndim != 2 or state.shape[-1] != 8:
+        raise ValueError(f"state must be (T, 8) [xyz, quat xyzw, opening], got {tuple(state.shape)}")
+    views, frames = extrinsics.shape[:2]
+    if extrinsics.shape[1:] != (state.shape[0], 4, 4) or intrinsics.shape != (views, 3, 3):
+        raise ValueError(
+            f"expected extrinsics (V, {state.shape[0]}, 4, 4) and intrinsics (V, 3, 3), "
+            f"got {tuple(extrinsics.shape)} and {tuple(intrinsics.shape)}"
+        )
+    state = state.to(torch.float32)
+    pose = pose_from_pos_quat(state[:, :3], state[:, 3:7])  # (T, 4, 4)
+    pose = repeat(pose, "t i j -> v t 1 i j", v=views)  # one arm
+    grip = repeat(state[:, 7], "t -> v t 1", v=views)
+    k = repeat(intrinsics.to(torch.float32), "v i j -> v t i j", t=frames)
+    c2w = extrinsics.to(torch.float32)
+    traj = trajectory_maps(pose, grip, k, c2w, height, width, max_opening=max_opening)
+    ray = ray_maps(k, c2w, height, width)
+    return traj, ray
+
+
+def maps_to_uint8(maps: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, H, W)`` maps in [0, 1] -> ``(..., H, W, 3)`` uint8 images for viewing."""
+    return rearrange((maps.clamp(0, 1) * 255).round().to(torch.uint8), "... c h w -> ... h w c")
