@@ -1,0 +1,345 @@
+"""Spatiotemporal (ST) transformer shared by every Genie network.
+
+Genie (Bruce et al. 2024, arXiv 2402.15391, Sec. 2.1) factorises attention over a video of ``T`` frames with ``S``
+tokens each into two cheap passes per block:
+
+1. **spatial** attention among the ``S`` tokens of one frame (bidirectional),
+2. **causal temporal** attention: each spatial position attends to the *same* position at times ``<= t``,
+3. one feed-forward network (the paper drops the FFN after the spatial layer).
+
+Every sub-layer is pre-norm with a residual connection. Tensors are laid out ``(B, T, S, D)`` throughout.
+
+Positional information:
+
+* **space** -- each network adds a learned per-position embedding to its input tokens (see the model files);
+* **time** -- rotary embeddings (RoPE) inside the temporal attention. RoPE only encodes *relative* time offsets,
+  so a model trained on 16-frame clips sees the same geometry in frame 1,000 of a rollout, and a KV cache whose
+  oldest entries slide out of the window never needs re-encoding.
+
+Temporal context window (``context_frames = W``): a query at time ``t`` attends to times ``t - W + 1 .. t``. During
+training on clips of ``T <= W`` frames this is plain causal attention. At generation time :class:`KVCache` keeps the
+temporal keys/values of the last ``W - 1`` frames, so stepping one new frame costs one frame of compute regardless
+of the rollout length. Because the window is applied identically in the uncached path (a banded causal mask),
+cached and uncached computation agree for *any* length -- like sliding-window attention in language models, the
+receptive field of a deep stack still reaches further back than ``W`` frames through the layers.
+
+Optional QK-norm (per-head RMSNorm on queries and keys, as used for the paper's 10.1B model) keeps attention
+logits bounded in low precision.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+# One layer's cached temporal keys and values, each ``((B S), heads, L, head_dim)``; keys are stored *before*
+# the rotary embedding so that they can be re-rotated to window-relative positions at every step.
+LayerKV = tuple[Tensor, Tensor]
+
+
+def _rope_cos_sin(num_positions: int, dim: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Rotary tables for positions ``0 .. num_positions - 1``.
+
+    Returns:
+        ``(cos, sin)``, each ``(num_positions, dim // 2)`` float32.
+    """
+    inv_freq = base ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    angles = torch.arange(num_positions, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    return angles.cos(), angles.sin()
+
+
+def _apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` (..., L, head_dim) by the tables ``cos``/``sin`` (L, head_dim // 2) ("rotate-half" layout)."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    rotated = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return rotated.to(x.dtype)
+
+
+def temporal_attention_mask(
+    num_new: int,
+    num_past: int,
+    context_frames: int | None,
+    past_valid: Tensor | None,
+    spatial: int,
+    device: torch.device,
+) -> Tensor | None:
+    """Boolean mask (True = may attend) for temporal attention of ``num_new`` frames over ``num_past`` cached ones.
+
+    Args:
+        num_new: frames being computed now (queries); they sit at times ``num_past .. num_past + num_new - 1``.
+        num_past: frames already in the cache (keys only).
+        context_frames: window ``W``; ``None`` means unbounded.
+        past_valid: ``(B, num_past)`` bool, False for cache slots that belong to a previous episode.
+        spatial: number of spatial positions ``S`` (the batch of temporal attention is ``B * S``).
+        device: device of the mask.
+
+    Returns:
+        ``None`` when plain causal attention (or no mask at all) is exact, else a mask broadcastable to
+        ``((B S), heads, num_new, num_past + num_new)``.
+    """
+    window_binds = context_frames is not None and num_past + num_new > context_frames
+    past_all_valid = past_valid is None or bool(past_valid.all())
+    if not window_binds and past_all_valid and (num_past == 0 or num_new == 1):
+        return None  # the caller uses is_causal (no past) or full attention (single new frame)
+    q_time = torch.arange(num_past, num_past + num_new, device=device)[:, None]
+    k_time = torch.arange(num_past + num_new, device=device)[None, :]
+    allowed = k_time <= q_time
+    if context_frames is not None:
+        allowed = allowed & (k_time > q_time - context_frames)
+    if past_all_valid:
+        return allowed[None, None]
+    key_valid = torch.cat([past_valid, past_valid.new_ones(past_valid.shape[0], num_new)], dim=1)  # (B, L + T)
+    allowed = allowed[None] & key_valid[:, None, :]  # (B, T, L + T)
+    return repeat(allowed, "b q k -> (b s) 1 q k", s=spatial)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention projections with optional QK-norm.
+
+    The inner width ``num_heads * head_dim`` may differ from ``dim`` (the paper presets use a narrower inner width
+    to match the reported parameter totals).
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, qk_norm: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * num_heads * head_dim)
+        self.proj = nn.Linear(num_heads * head_dim, dim)
+        self.q_norm: nn.Module = nn.RMSNorm(head_dim) if qk_norm else nn.Identity()
+        self.k_norm: nn.Module = nn.RMSNorm(head_dim) if qk_norm else nn.Identity()
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Map ``x`` (N, L, dim) to ``q, k, v``, each (N, heads, L, head_dim); q and k are normalised if enabled."""
+        q, k, v = rearrange(self.qkv(x), "n l (three h e) -> three n h l e", three=3, h=self.num_heads)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def output(self, attended: Tensor) -> Tensor:
+        """Merge heads of ``attended`` (N, heads, L, head_dim) and project back to (N, L, dim)."""
+        return self.proj(rearrange(attended, "n h l e -> n l (h e)"))
+
+
+class FeedForward(nn.Module):
+    """Two-layer GELU MLP ``dim -> hidden -> dim``."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the MLP to ``x`` (..., dim)."""
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class STBlock(nn.Module):
+    """One ST block: spatial attention -> causal temporal attention -> FFN, all pre-norm with residuals."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int,
+        mlp_ratio: float,
+        qk_norm: bool,
+        context_frames: int | None,
+        rope_base: float,
+    ) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim=}")
+        self.context_frames = context_frames
+        self.rope_base = rope_base
+        self.head_dim = head_dim
+        self.norm_spatial = nn.LayerNorm(dim)
+        self.spatial = SelfAttention(dim, num_heads, head_dim, qk_norm)
+        self.norm_temporal = nn.LayerNorm(dim)
+        self.temporal = SelfAttention(dim, num_heads, head_dim, qk_norm)
+        self.norm_ffn = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, int(round(dim * mlp_ratio)))
+
+    def forward(
+        self, x: Tensor, past: LayerKV | None = None, past_valid: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Run the block.
+
+        Args:
+            x: ``(B, T, S, D)`` tokens of ``T`` consecutive *new* frames.
+            past: cached temporal keys/values of the frames immediately before ``x`` (see :class:`KVCache`).
+            past_valid: ``(B, L)`` bool validity of the cached frames (False = belongs to a finished episode).
+
+        Returns:
+            ``(x, k, v)``: the updated tokens ``(B, T, S, D)`` and this call's un-rotated temporal keys/values
+            ``((B S), heads, T, head_dim)`` for the caller to cache.
+        """
+        b, t, s, _ = x.shape
+
+        # Spatial attention: every frame is an independent sequence of S tokens.
+        h = rearrange(self.norm_spatial(x), "b t s d -> (b t) s d")
+        q, k, v = self.spatial.project(h)
+        h = self.spatial.output(F.scaled_dot_product_attention(q, k, v))
+        x = x + rearrange(h, "(b t) s d -> b t s d", b=b)
+
+        # Causal temporal attention: every spatial position is an independent sequence over time.
+        h = rearrange(self.norm_temporal(x), "b t s d -> (b s) t d")
+        q, k_new, v_new = self.temporal.project(h)
+        k, v = k_new, v_new
+        num_past = 0
+        if past is not None:
+            num_past = past[0].shape[2]
+            k = torch.cat([past[0], k_new], dim=2)
+            v = torch.cat([past[1], v_new], dim=2)
+        # Positions are relative to the oldest frame in view, so they stay in 0 .. W - 1 however long the rollout.
+        cos, sin = _rope_cos_sin(num_past + t, self.head_dim, self.rope_base, x.device)
+        q = _apply_rope(q, cos[num_past:], sin[num_past:])
+        k = _apply_rope(k, cos, sin)
+        mask = temporal_attention_mask(t, num_past, self.context_frames, past_valid, s, x.device)
+        is_causal = mask is None and num_past == 0 and t > 1
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        x = x + rearrange(self.temporal.output(h), "(b s) t d -> b t s d", b=b)
+
+        x = x + self.ffn(self.norm_ffn(x))
+        return x, k_new, v_new
+
+
+class KVCache:
+    """Temporal key/value cache of an :class:`STTransformer` for a batch of independent streams (e.g. envs).
+
+    Only temporal attention crosses frames, so caching each layer's temporal keys/values of completed frames is
+    enough to compute a new frame exactly. The cache is a sliding window: it keeps the last ``context_frames - 1``
+    frames (the new frame itself fills the last slot of the window); older frames are dropped.
+
+    All streams advance in lock-step (one slot per appended frame). A stream can start a new episode at any time
+    via :meth:`reset`, which marks its slots invalid so that attention ignores them; because every later frame is
+    appended to all streams at once, the valid slots of each stream stay contiguous and relative positions stay
+    exact.
+
+    Memory: ``2 * num_layers * B * S * heads * head_dim * (context_frames - 1)`` elements.
+
+    Attributes:
+        keys: per layer, ``((B S), heads, L, head_dim)`` un-rotated keys or ``None`` before the first append.
+        values: per layer, like ``keys``.
+        valid: ``(B, L)`` bool, True where the slot belongs to the stream's current episode.
+    """
+
+    def __init__(self, num_layers: int, batch_size: int, context_frames: int | None) -> None:
+        self.batch_size = batch_size
+        self.max_frames = None if context_frames is None else max(context_frames - 1, 0)
+        self.keys: list[Tensor | None] = [None] * num_layers
+        self.values: list[Tensor | None] = [None] * num_layers
+        self.valid: Tensor | None = None
+
+    @property
+    def num_frames(self) -> int:
+        """Number of cached frame slots ``L`` (valid or not)."""
+        return 0 if self.valid is None else self.valid.shape[1]
+
+    def layer(self, index: int) -> LayerKV | None:
+        """Cached ``(keys, values)`` of layer ``index`` or ``None`` when empty."""
+        k, v = self.keys[index], self.values[index]
+        if k is None or v is None or k.shape[2] == 0:
+            return None
+        return k, v
+
+    def append(self, new: list[tuple[Tensor, Tensor]]) -> None:
+        """Append every layer's keys/values of ``T`` new frames (all streams valid) and trim to the window."""
+        num_new = new[0][0].shape[2]
+        for i, (k, v) in enumerate(new):
+            old_k, old_v = self.keys[i], self.values[i]
+            k = k if old_k is None else torch.cat([old_k, k], dim=2)
+            v = v if old_v is None else torch.cat([old_v, v], dim=2)
+            if self.max_frames is not None:
+                start = k.shape[2] - min(k.shape[2], self.max_frames)
+                k, v = k[:, :, start:], v[:, :, start:]
+            # Detach and copy so that trimming frees the old buffers instead of keeping views alive.
+            self.keys[i], self.values[i] = k.detach().contiguous(), v.detach().contiguous()
+        device = new[0][0].device
+        valid_new = torch.ones(self.batch_size, num_new, dtype=torch.bool, device=device)
+        valid = valid_new if self.valid is None else torch.cat([self.valid, valid_new], dim=1)
+        if self.max_frames is not None:
+            valid = valid[:, valid.shape[1] - min(valid.shape[1], self.max_frames) :]
+        self.valid = valid
+
+    def reset(self, streams: Tensor) -> None:
+        """Forget the history of the streams where ``streams`` (B,) bool is True (start of a new episode)."""
+        if self.valid is not None:
+            self.valid = self.valid & ~streams.to(self.valid.device)[:, None]
+
+
+class STTransformer(nn.Module):
+    """A stack of :class:`STBlock` with a final LayerNorm.
+
+    Args:
+        dim: model width ``D``.
+        depth: number of blocks.
+        num_heads: attention heads.
+        head_dim: per-head width (even, for RoPE).
+        mlp_ratio: FFN hidden width as a multiple of ``dim``.
+        qk_norm: RMSNorm queries and keys per head.
+        context_frames: temporal attention window ``W`` (``None``: unbounded).
+        rope_base: RoPE base frequency for the time axis.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        head_dim: int,
+        mlp_ratio: float = 4.0,
+        qk_norm: bool = False,
+        context_frames: int | None = None,
+        rope_base: float = 10_000.0,
+    ) -> None:
+        super().__init__()
+        self.context_frames = context_frames
+        self.blocks = nn.ModuleList(
+            STBlock(dim, num_heads, head_dim, mlp_ratio, qk_norm, context_frames, rope_base) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+        # Toggled by diffusers' ModelMixin.enable_gradient_checkpointing(); recomputes blocks in backward.
+        self.gradient_checkpointing = False
+
+    def new_cache(self, batch_size: int) -> KVCache:
+        """An empty :class:`KVCache` for ``batch_size`` streams sized to this stack's window."""
+        return KVCache(len(self.blocks), batch_size, self.context_frames)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, update_cache: bool = False) -> Tensor:
+        """Run the stack over ``T`` new frames.
+
+        Args:
+            x: ``(B, T, S, D)`` input tokens.
+            cache: temporal keys/values of earlier frames; the new frames come right after them in time.
+            update_cache: append this call's keys/values to ``cache`` (use once the frames are final).
+
+        Returns:
+            ``(B, T, S, D)`` normalised output tokens.
+        """
+        new_kv: list[tuple[Tensor, Tensor]] = []
+        past_valid = None if cache is None or cache.num_frames == 0 else cache.valid
+        for i, block in enumerate(self.blocks):
+            past = None if cache is None else cache.layer(i)
+            if self.gradient_checkpointing and torch.is_grad_enabled() and past is None:
+                x, k, v = self._gradient_checkpointing_func(block, x)
+            else:
+                x, k, v = block(x, past, past_valid)
+            new_kv.append((k, v))
+        if update_cache:
+            if cache is None:
+                raise ValueError("update_cache=True needs a cache")
+            cache.append(new_kv)
+        return self.norm(x)
+
+
+def init_weights(module: nn.Module) -> None:
+    """ViT-style init: truncated-normal(0.02) linear/embedding weights, zero biases, unit norms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
