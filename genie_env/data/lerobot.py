@@ -404,7 +404,8 @@ class LeRobotDataset:
                 values = column.to_numpy(zero_copy_only=False)
             else:
                 values = column.flatten().to_numpy(zero_copy_only=False)
-            out[name] = np.asarray(values, dtype=feature.dtype).reshape(length, *feature.shape)
+            # A copy: arrow buffers are read-only, and users (and torch.from_numpy) expect writable arrays.
+            out[name] = np.array(values, dtype=feature.dtype).reshape(length, *feature.shape)
         out["frame_index"] = table.column("frame_index").to_numpy()
         out["timestamp"] = table.column("timestamp").to_numpy()
         return out
