@@ -126,6 +126,32 @@ def _common(*tensors: Tensor) -> list[Tensor]:
     return [t.to(device=device, dtype=dtype) for t in tensors]
 
 
+def _points_with_camera(
+    x: Tensor | object, name: str, dim: int, c2w: Tensor | object, K: Tensor | object
+) -> tuple[Tensor, Tensor, Tensor, torch.Size]:
+    """Validate ``x`` ``(..., N, dim)`` with a camera ``c2w`` ``(..., 4, 4)`` and ``K`` ``(..., 3, 3)``.
+
+    Returns:
+        ``(x, c2w, K, batch)``: tensors on one device and dtype, and the broadcast leading shape.
+    """
+    x, c2w, K = _tensor(x, name), _tensor(c2w, "c2w"), _tensor(K, "K")
+    spec = f"(..., N, {dim})"
+    _check_tail(x, name, (dim,), spec)
+    if x.dim() < 2:
+        raise ValueError(f"{name} must have shape {spec}, got {tuple(x.shape)}")
+    _check_tail(c2w, "c2w", (4, 4), "(..., 4, 4)")
+    _check_tail(K, "K", (3, 3), "(..., 3, 3)")
+    x, c2w, K = _common(x, c2w, K)
+    batch = _broadcast(
+        {
+            name: (x.shape[:-2], tuple(x.shape)),
+            "c2w": (c2w.shape[:-2], tuple(c2w.shape)),
+            "K": (K.shape[:-2], tuple(K.shape)),
+        }
+    )
+    return x, c2w, K, batch
+
+
 def _check_size(height: int, width: int) -> None:
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -308,20 +334,7 @@ def project_points(points: Tensor, c2w: Tensor, K: Tensor) -> tuple[Tensor, Tens
         camera-frame z in metres. ``uv`` is only meaningful where ``depth > 0`` (points behind the camera
         still get finite but mirrored coordinates); check ``depth`` yourself. No rounding is done.
     """
-    points, c2w, K = _tensor(points, "points"), _tensor(c2w, "c2w"), _tensor(K, "K")
-    _check_tail(points, "points", (3,), "(..., N, 3)")
-    if points.dim() < 2:
-        raise ValueError(f"points must have shape (..., N, 3), got {tuple(points.shape)}")
-    _check_tail(c2w, "c2w", (4, 4), "(..., 4, 4)")
-    _check_tail(K, "K", (3, 3), "(..., 3, 3)")
-    points, c2w, K = _common(points, c2w, K)
-    _broadcast(
-        {
-            "points": (points.shape[:-2], tuple(points.shape)),
-            "c2w": (c2w.shape[:-2], tuple(c2w.shape)),
-            "K": (K.shape[:-2], tuple(K.shape)),
-        }
-    )
+    points, c2w, K, _ = _points_with_camera(points, "points", 3, c2w, K)
     p_cam = world_to_camera(points, c2w)
     pix = p_cam @ K.transpose(-1, -2)
     depth = p_cam[..., 2]
@@ -342,20 +355,7 @@ def pixel_rays(uv: Tensor, c2w: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
         unit direction of the ray ``R K^-1 [u, v, 1]``. The point at depth ``z`` (camera-frame z) on the ray
         through ``uv`` is ``origin + direction * z / (direction . R[:, 2])``.
     """
-    uv, c2w, K = _tensor(uv, "uv"), _tensor(c2w, "c2w"), _tensor(K, "K")
-    _check_tail(uv, "uv", (2,), "(..., N, 2)")
-    if uv.dim() < 2:
-        raise ValueError(f"uv must have shape (..., N, 2), got {tuple(uv.shape)}")
-    _check_tail(c2w, "c2w", (4, 4), "(..., 4, 4)")
-    _check_tail(K, "K", (3, 3), "(..., 3, 3)")
-    uv, c2w, K = _common(uv, c2w, K)
-    batch = _broadcast(
-        {
-            "uv": (uv.shape[:-2], tuple(uv.shape)),
-            "c2w": (c2w.shape[:-2], tuple(c2w.shape)),
-            "K": (K.shape[:-2], tuple(K.shape)),
-        }
-    )
+    uv, c2w, K, batch = _points_with_camera(uv, "uv", 2, c2w, K)
     homog = torch.cat([uv, torch.ones_like(uv[..., :1])], dim=-1)  # (..., N, 3)
     # M = R K^-1 maps homogeneous pixels to base-frame directions; as row vectors d = homog @ M^T.
     M = c2w[..., :3, :3] @ torch.linalg.inv(K)
