@@ -163,6 +163,19 @@ def _replace_dir(src: Path, dst: Path) -> None:
 # --- loading ---------------------------------------------------------------------------------------------
 
 
+def _read_json_object(file: Path, what: str, missing_hint: str = "") -> dict[str, Any]:
+    """Read a JSON object file; a missing or corrupt file raises :class:`CheckpointError` naming it."""
+    if not file.is_file():
+        raise CheckpointError(f"{what} missing: {file}{missing_hint}")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"corrupt {what} {file}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"corrupt {what} {file}: expected a JSON object")
+    return data
+
+
 def load_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Reads ``meta.json`` of a checkpoint.
 
@@ -170,15 +183,7 @@ def load_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         CheckpointError: If the file is missing or is not a JSON object.
     """
     file = Path(path) / META_FILE
-    if not file.is_file():
-        raise CheckpointError(f"checkpoint metadata missing: {file} (incomplete or not a checkpoint)")
-    try:
-        meta = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"corrupt checkpoint metadata {file}: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"corrupt checkpoint metadata {file}: expected a JSON object")
-    return meta
+    return _read_json_object(file, "checkpoint metadata", " (incomplete or not a checkpoint)")
 
 
 def _weight_files(model_dir: Path) -> list[Path]:
@@ -200,16 +205,7 @@ def _weight_files(model_dir: Path) -> list[Path]:
 
 
 def _check_config(model_dir: Path) -> dict[str, Any]:
-    file = model_dir / CONFIG_FILE
-    if not file.is_file():
-        raise CheckpointError(f"model config missing: {file}")
-    try:
-        config = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"corrupt model config {file}: {exc}") from exc
-    if not isinstance(config, dict):
-        raise CheckpointError(f"corrupt model config {file}: expected a JSON object")
-    return config
+    return _read_json_object(model_dir / CONFIG_FILE, "model config")
 
 
 def read_weights(model_dir: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
