@@ -142,8 +142,8 @@ def collect(
                 raise ValueError(f"cannot --resume {out}: it was collected with {old}, this run asks for {recipe}")
             writer = LeRobotWriter.open(out)
         else:
-            extra = {"robot_type": source.metadata().get("robot_type"), "genie_env": {"recipe": recipe}}
-            extra["genie_env"].update(source.metadata())
+            metadata = source.metadata()
+            extra = {"robot_type": metadata.get("robot_type"), "genie_env": {"recipe": recipe, **metadata}}
             writer = LeRobotWriter.create(out, source.features, source.fps, extra)
         pol = make_policy(policy, env_id, source.action_space)
         start = writer.num_episodes
