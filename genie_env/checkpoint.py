@@ -319,3 +319,32 @@ def prune_checkpoints(run_dir: str | os.PathLike[str], keep_last: int) -> list[P
     for path in old:
         shutil.rmtree(path)
     return old
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint directory from either a checkpoint directory or a run directory (its latest checkpoint).
+
+    Raises:
+        CheckpointError: If ``path`` is neither.
+    """
+    root = Path(path)
+    if (root / META_FILE).is_file():
+        return root
+    latest = latest_checkpoint(root)
+    if latest is None:
+        raise CheckpointError(f"{root} is neither a checkpoint (no {META_FILE}) nor a run directory with checkpoints")
+    return latest
+
+
+def load_model(path: str | os.PathLike[str], name: str, cls: type[M], *, prefer_ema: bool = True) -> M:
+    """One model of a checkpoint or of a run's latest checkpoint, in eval mode.
+
+    Args:
+        path: Checkpoint directory or run directory.
+        name: Model folder name, e.g. ``"tokenizer"``.
+        cls: Its class.
+        prefer_ema: Load the exponential moving average ``<name>_ema`` when the checkpoint has one.
+    """
+    root = resolve_checkpoint(path)
+    folder = f"{name}_ema" if prefer_ema and (root / f"{name}_ema").is_dir() else name
+    return load_models(root, {folder: cls})[folder].eval()

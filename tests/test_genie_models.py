@@ -68,7 +68,11 @@ def make_lam(**overrides: object) -> LatentActionModel:
         "decoder_head_dim": 16,
         **BLOCK,
     }
-    return LatentActionModel(**{**kwargs, **overrides})
+    lam = LatentActionModel(**{**kwargs, **overrides})
+    # A residual LAM starts as an exact copy of the last frame (zero output layer), which would hide every
+    # dependence on the actions; give the output layer weights like a trained model's.
+    torch.nn.init.normal_(lam.decoder_out.weight, std=0.02)
+    return lam
 
 
 def make_dynamics(**overrides: object) -> DynamicsModel:
@@ -234,6 +238,44 @@ def test_lam_decoder_cannot_bypass_the_action_bottleneck() -> None:
     pred_other = lam.decode(context, other)
     torch.testing.assert_close(pred[:, :t], pred_other[:, :t], rtol=0, atol=1e-6)
     assert differs(pred[:, t], pred_other[:, t])
+
+
+@torch.no_grad()
+def test_residual_lam_starts_as_copy_last() -> None:
+    lam = LatentActionModel(
+        image_height=SIZE,
+        image_width=SIZE,
+        patch_size=8,
+        encoder_dim=32,
+        encoder_depth=1,
+        decoder_dim=32,
+        decoder_depth=1,
+        encoder_heads=2,
+        encoder_head_dim=16,
+        decoder_heads=2,
+        decoder_head_dim=16,
+    ).eval()
+    frames = random_frames()
+    pred, _ = lam.reconstruct(frames)
+    torch.testing.assert_close(pred, frames[:, :-1], rtol=0, atol=0)
+
+
+def test_diversity_term_prefers_spread_actions() -> None:
+    quantizer = VectorQuantizer(8, 4, restart_after_steps=0)
+    codes = quantizer.codes().detach()
+    collapsed = codes[:1].repeat(64, 1)
+    spread = codes.repeat(8, 1)
+    assert quantizer.diversity_loss(spread).item() < quantizer.diversity_loss(collapsed).item() - 1.0
+    # Gradients reach the encoder outputs, so the term can push a collapsed encoder apart.
+    z = (collapsed + 0.01 * torch.randn_like(collapsed)).requires_grad_()
+    quantizer.diversity_loss(z).backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    # The variance hinge is lower for spread outputs than for bunched ones, and pushes bunched ones apart.
+    assert quantizer.variance_hinge(spread).item() < 0.5 * quantizer.variance_hinge(collapsed).item()
+    z = (collapsed + 0.01 * torch.randn_like(collapsed)).requires_grad_()
+    quantizer.variance_hinge(z).backward()
+    step = F.normalize(z - 0.1 * z.grad, dim=-1).detach()
+    assert step.var(dim=0).sum() > F.normalize(z.detach(), dim=-1).var(dim=0).sum()
 
 
 @torch.no_grad()

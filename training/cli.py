@@ -20,6 +20,7 @@ examples:
   genie-env train gesim-vae --data data/fetch_push --out runs/vae
   genie-env train gesim-vae --data data/fetch_push --out runs/vae --config vae.yaml --set train.lr=3e-4
   genie-env train gesim-vae --data data/fetch_push --out runs/vae --resume --steps 20000
+  genie-env train genie --data data/boxing --out runs/genie --steps 2000 --set train.compile=true
   accelerate launch --multi_gpu --num_processes 2 -m genie_env train gesim-vae --data data/fetch_push --out runs/vae
   ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m genie_env train ...   (2 CPU processes)
 
@@ -39,6 +40,19 @@ def _describe(name: str) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.engine import train_component  # heavy imports (accelerate, diffusers) only when training
 
+    if args.component == "genie":
+        from training.pipeline import train_genie
+
+        overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+        train_genie(
+            args.data,
+            args.out,
+            overrides=overrides,
+            config_path=args.config,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+        return 0
     component_cls = get_component(args.component)
     overrides = list(args.set)
     overrides += [f"data.path={args.data}", f"train.out_dir={args.out}"]
@@ -51,7 +65,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``train`` subcommand (entry point ``genie_env.commands: train``)."""
-    components = "\n".join(_describe(name) for name in COMPONENTS)
+    components = "\n".join(_describe(name) for name in COMPONENTS) + (
+        f"\n  {'genie':<16} the Genie pipeline: tokenizer, lam, dynamics in RUN_DIR/<stage>, then RUN_DIR/bundle"
+    )
     first = next(iter(COMPONENTS.values()))
     keys = [k for k in run_config_keys(first.config_class) if not k.startswith("component.")]
     keys_text = textwrap.fill(", ".join([*keys, "component.<field> (listed per component above)"]), 100)
@@ -62,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES.format(keys=textwrap.indent(keys_text, "  ").lstrip()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("component", metavar="COMPONENT", choices=sorted(COMPONENTS), help="one of the components above")
+    p.add_argument(
+        "component", metavar="COMPONENT", choices=[*sorted(COMPONENTS), "genie"], help="one of the components above"
+    )
     p.add_argument("--data", required=True, metavar="DIR", help="LeRobot dataset directory (genie-env collect)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (checkpoints, logs, config)")
     p.add_argument("--config", metavar="YAML", help="YAML file with train / data / component sections")

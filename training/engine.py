@@ -200,6 +200,7 @@ class Trainer:
         # 1. Accelerator; the schedule is stepped once per optimiser step whatever the process count.
         self.accelerator = acc = Accelerator(
             mixed_precision=cfg.mixed_precision,
+            dynamo_backend="inductor" if cfg.compile else "no",
             log_with=TRACKER,
             project_config=ProjectConfiguration(project_dir=str(self.out_dir), logging_dir=str(self.out_dir / "logs")),
             step_scheduler_with_optimizer=False,

@@ -3,7 +3,7 @@
 Data flow: frames ``(B, T, 3, H, W)`` in ``[-1, 1]`` -> :class:`VideoTokenizer` token ids ``(B, T, h, w)``;
 frames -> :class:`LatentActionModel` action ids ``(B, T - 1)``; tokens + actions -> :class:`DynamicsModel`, sampled
 one frame at a time with :class:`MaskGITRollout` (KV-cached) or :func:`sample_next_frame` (reference). Sizes live in
-:mod:`~genie_env.models.genie.presets`.
+:mod:`~genie_env.models.genie.presets`; :class:`GenieWorldModel` bundles the three for rollouts and evaluation.
 """
 
 from genie_env.models.genie.dynamics import NO_ACTION, DynamicsCache, DynamicsModel
@@ -22,6 +22,7 @@ from genie_env.models.genie.presets import (
 from genie_env.models.genie.quantize import QuantizerOutput, VectorQuantizer
 from genie_env.models.genie.st_transformer import KVCache, STTransformer
 from genie_env.models.genie.tokenizer import VideoTokenizer, psnr_from_mse
+from genie_env.models.genie.world import GenieWorldModel, assemble_genie_bundle
 
 __all__ = [
     "NO_ACTION",
@@ -30,6 +31,7 @@ __all__ = [
     "DynamicsCache",
     "DynamicsModel",
     "GeniePreset",
+    "GenieWorldModel",
     "KVCache",
     "LatentActionModel",
     "MaskGITRollout",
@@ -37,6 +39,7 @@ __all__ = [
     "STTransformer",
     "VectorQuantizer",
     "VideoTokenizer",
+    "assemble_genie_bundle",
     "build_model",
     "build_models",
     "cosine_schedule",

@@ -18,8 +18,19 @@ every patch of frame ``t``; its output at frame ``t`` predicts ``x_{t+1}``. It t
 ``a_{<=t}`` but never ``x_{t+1}`` except through the quantised ``a_t`` -- the bottleneck cannot be bypassed.
 
 Loss: MSE of the predicted next frames plus the VQ loss; gradients reach the encoder through the straight-through
-estimator. Dead-code restarts (see :mod:`~genie_env.models.genie.quantize`) counter action collapse, a failure
-reported by several re-implementations; watch ``action_usage`` / ``action_perplexity`` in the logs.
+estimator. Watch ``action_usage`` / ``action_perplexity`` in the logs: action collapse is the failure reported by
+several re-implementations, and we saw it here too (Boxing, tiny preset: one action of 8 after 400 steps, with
+dead-code restarts on). Two changes counter it:
+
+* **Residual prediction** (``residual=True``): the decoder predicts ``x_{t+1} - x_t``. An untrained LAM then
+  already copies the last frame, so from the first step on all of the loss is about what changed, which only the
+  action can tell it; a plain decoder first spends its capacity learning to copy while the action path starves.
+* **Spread terms**: a batch-variance hinge (``variance_weight``,
+  :meth:`~genie_env.models.genie.quantize.VectorQuantizer.variance_hinge`) pushes the encoder's outputs apart even
+  at full collapse, and the batch-entropy objective (``diversity_weight``,
+  :meth:`~genie_env.models.genie.quantize.VectorQuantizer.diversity_loss`) then spreads them evenly over the
+  actions. Dead-code restarts alone cannot revive actions once the encoder's outputs have collapsed: a restarted
+  code is a copy of the one output there is.
 """
 
 from __future__ import annotations
@@ -60,6 +71,10 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         commitment_weight: VQ commitment loss weight.
         restart_after_steps: dead-action restart patience in training steps (0 disables).
         rope_base: RoPE base for the time axis.
+        residual: the decoder predicts the change from the last context frame (else the frame itself).
+        diversity_weight: weight of the action-diversity term in the loss (0 disables).
+        diversity_temperature: softmax temperature of the diversity term's soft assignments.
+        variance_weight: weight of the batch-variance hinge on the latent actions (0 disables).
     """
 
     _supports_gradient_checkpointing = True
@@ -87,6 +102,10 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         commitment_weight: float = 0.25,
         restart_after_steps: int = 50,
         rope_base: float = 10_000.0,
+        residual: bool = True,
+        diversity_weight: float = 0.1,
+        diversity_temperature: float = 1.0,
+        variance_weight: float = 10.0,
     ) -> None:
         super().__init__()
         if image_height % patch_size or image_width % patch_size:
@@ -118,6 +137,8 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         self.apply(init_weights)
         for param in (self.action_token, self.encoder_pos, self.decoder_pos):
             nn.init.trunc_normal_(param, std=0.02)
+        if residual:  # start as an exact copy of the last frame
+            nn.init.zeros_(self.decoder_out.weight)
 
     def _check_frames(self, frames: Tensor, min_frames: int) -> None:
         cfg = self.config
@@ -175,7 +196,8 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             raise ValueError(f"need one action per context frame: {tuple(codes.shape)} vs {context_frames.shape}")
         x = self.decoder_in(self._patchify(context_frames)) + self.decoder_pos
         x = x + rearrange(self.action_in(codes), "b t d -> b t 1 d")  # additive conditioning, as in the paper
-        return self._unpatchify(self.decoder_out(self.decoder(x)))
+        out = self._unpatchify(self.decoder_out(self.decoder(x)))
+        return context_frames + out if self.config.residual else out
 
     def reconstruct(self, frames: Tensor) -> tuple[Tensor, QuantizerOutput]:
         """Infer the actions of a clip and predict its frames ``1 .. T-1`` through them.
@@ -201,11 +223,16 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             ``(loss, logs)``; logs hold ``loss``, ``recon_mse``, ``psnr``, ``vq_loss``, ``action_usage`` (fraction
             of the ``num_actions`` codes used in the batch) and ``action_perplexity``.
         """
+        cfg = self.config
         frames = batch["frames"]
-        pred, vq = self.reconstruct(frames)
+        latents = self.encode_latents(frames)
+        vq = self.quantizer(latents)
+        pred = self.decode(frames[:, :-1], vq.quantized)  # as in reconstruct(), keeping the latents
         target = frames[:, 1:]
         recon_mse = F.mse_loss(pred, target)
-        loss = recon_mse + vq.loss
+        diversity = self.quantizer.diversity_loss(latents, cfg.diversity_temperature)
+        spread = self.quantizer.variance_hinge(latents)
+        loss = recon_mse + vq.loss + cfg.diversity_weight * diversity + cfg.variance_weight * spread
         with torch.no_grad():
             psnr = psnr_from_mse(F.mse_loss(pred.clamp(-1.0, 1.0), target))
         logs = {
@@ -213,6 +240,8 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             "recon_mse": recon_mse.item(),
             "psnr": psnr.item(),
             "vq_loss": vq.loss.item(),
+            "diversity": diversity.item(),
+            "variance_hinge": spread.item(),
             "action_usage": vq.usage.item(),
             "action_perplexity": vq.perplexity.item(),
         }

@@ -94,6 +94,7 @@ PRESETS: dict[str, GeniePreset] = {
             "decoder_heads": 4,
             "decoder_head_dim": 32,
             "mlp_ratio": 4.0,
+            "context_frames": 4,
         },
         lam={
             **_frames(64, 64),
@@ -109,8 +110,9 @@ PRESETS: dict[str, GeniePreset] = {
             "decoder_heads": 4,
             "decoder_head_dim": 32,
             "mlp_ratio": 4.0,
+            "context_frames": 4,
         },
-        dynamics={"dim": 128, "depth": 4, "num_heads": 4, "head_dim": 32, "mlp_ratio": 4.0, "context_frames": 16},
+        dynamics={"dim": 128, "depth": 4, "num_heads": 4, "head_dim": 32, "mlp_ratio": 4.0, "context_frames": 8},
     ),
     "small": GeniePreset(
         tokenizer={

@@ -15,6 +15,10 @@ Why each piece is there:
   from a randomly chosen encoder output of the current batch, so it lands where the data is. Restarts happen at
   the *start* of a forward pass, before the codebook enters the autograd graph, so no tensor saved for backward is
   ever modified in place. They use the global torch RNG.
+* **Diversity term (optional).** :meth:`VectorQuantizer.diversity_loss` is the entropy objective of LFQ
+  (MAGVIT-v2, Yu et al. 2023) on soft cosine assignments: confident per-sample assignments, a uniform batch
+  average. Restarts cannot revive a codebook whose *encoder* has collapsed (every output identical: a restarted
+  code just copies it); this term pushes the encoder's outputs apart. The latent action model uses it.
 * **Data-parallel safety.** When ``torch.distributed`` is initialised, training-mode usage counts are summed over
   ranks (one all-reduce of ``K`` integers) so every rank agrees on which codes are dead, and the replacement vectors
   are broadcast from rank 0, so the codebook stays identical on every rank. Every rank must therefore call the
@@ -89,6 +93,40 @@ class VectorQuantizer(nn.Module):
         """Index ``(...)`` of the code with the highest cosine similarity to each ``z`` ``(..., dim)``."""
         flat = F.normalize(z.reshape(-1, self.dim), dim=-1)
         return (flat @ self.codes().t()).argmax(dim=-1).reshape(z.shape[:-1])
+
+    def diversity_loss(self, z: Tensor, temperature: float = 0.1) -> Tensor:
+        """``E_b[H(p_b)] - H(E_b[p_b])`` in nats, ``p_b = softmax(cos(z_b, codes) / temperature)``.
+
+        Minimising it makes each assignment confident and the batch's average assignment uniform; it is
+        ``>= -log(K)``, reached when the batch uses every code equally and each sample picks one code.
+
+        Args:
+            z: ``(..., dim)`` encoder outputs (before quantisation).
+            temperature: softmax temperature of the cosine similarities (in ``[-1, 1]``).
+        """
+        flat = F.normalize(z.reshape(-1, self.dim).float(), dim=-1)
+        probs = torch.softmax(flat @ self.codes().float().t() / temperature, dim=-1)
+        per_sample = -(probs * probs.clamp(min=1e-12).log()).sum(dim=-1).mean()
+        mean = probs.mean(dim=0)
+        batch = -(mean * mean.clamp(min=1e-12).log()).sum()
+        return per_sample - batch
+
+    def variance_hinge(self, z: Tensor, target: float | None = None) -> Tensor:
+        """``mean_d relu(target - Var_b[normalize(z)_d])``: penalises a batch of encoder outputs that bunch up.
+
+        Unlike :meth:`diversity_loss`, whose gradient is exactly zero at full collapse (all samples identical is a
+        stationary point of the entropy objective), this pushes apart any two outputs that differ at all, and
+        Adam's per-parameter scaling turns even tiny differences into full-size steps (TinyWorlds' fix for LAM
+        collapse).
+
+        Args:
+            z: ``(..., dim)`` encoder outputs (before quantisation).
+            target: per-dimension variance to reach; default ``0.5 / dim``, half that of directions spread
+                uniformly over the sphere.
+        """
+        flat = F.normalize(z.reshape(-1, self.dim).float(), dim=-1)
+        target = 0.5 / self.dim if target is None else target
+        return F.relu(target - flat.var(dim=0, unbiased=False)).mean()
 
     @torch.no_grad()
     def _restart_dead_codes(self, candidates: Tensor) -> None:

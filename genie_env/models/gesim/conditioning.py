@@ -58,3 +58,47 @@ def conditioning_maps(
 def maps_to_uint8(maps: torch.Tensor) -> torch.Tensor:
     """``(..., 3, H, W)`` maps in [0, 1] -> ``(..., H, W, 3)`` uint8 images for viewing."""
     return rearrange((maps.clamp(0, 1) * 255).round().to(torch.uint8), "... c h w -> ... h w c")
+
+
+def batch_conditioning_maps(
+    state: torch.Tensor,
+    extrinsics: torch.Tensor,
+    intrinsics: torch.Tensor,
+    height: int,
+    width: int,
+    max_opening: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`conditioning_maps` for a batch of windows, in the DiT's ``(B, V, C, T, H, W)`` layout.
+
+    Args:
+        state: ``(B, T, 8)`` tip xyz, quaternion xyzw, gripper opening (base frame, metres).
+        extrinsics: ``(B, V, T, 4, 4)`` camera-to-base, OpenCV convention.
+        intrinsics: ``(B, V, 3, 3)`` for an image of ``(height, width)``.
+        height: map height in pixels.
+        width: map width in pixels.
+        max_opening: gripper opening that maps to the darkest disc colour (Fetch: 0.1 m).
+
+    Returns:
+        ``(traj, ray)``: ``(B, V, 3, T, H, W)`` in [0, 1] and ``(B, V, 6, T, H, W)`` (origin, unit direction).
+
+    Raises:
+        ValueError: If the shapes disagree.
+    """
+    if state.ndim != 3 or state.shape[-1] != 8:
+        raise ValueError(f"state must be (B, T, 8) [xyz, quat xyzw, opening], got {tuple(state.shape)}")
+    batch, frames = state.shape[:2]
+    if extrinsics.ndim != 5 or extrinsics.shape[0] != batch or tuple(extrinsics.shape[2:]) != (frames, 4, 4):
+        raise ValueError(f"extrinsics must be (B={batch}, V, T={frames}, 4, 4), got {tuple(extrinsics.shape)}")
+    views = extrinsics.shape[1]
+    if tuple(intrinsics.shape) != (batch, views, 3, 3):
+        raise ValueError(f"intrinsics must be (B={batch}, V={views}, 3, 3), got {tuple(intrinsics.shape)}")
+    state = state.to(torch.float32)
+    pose = pose_from_pos_quat(state[..., :3], state[..., 3:7])  # (B, T, 4, 4)
+    pose = repeat(pose, "b t i j -> b v t 1 i j", v=views)  # one arm
+    grip = repeat(state[..., 7], "b t -> b v t 1", v=views)
+    k = repeat(intrinsics.to(torch.float32), "b v i j -> b v t i j", t=frames)
+    c2w = extrinsics.to(torch.float32)
+    traj = trajectory_maps(pose, grip, k, c2w, height, width, max_opening=max_opening)
+    ray = ray_maps(k, c2w, height, width)
+    layout = "b v t c h w -> b v c t h w"
+    return rearrange(traj, layout), rearrange(ray, layout)
