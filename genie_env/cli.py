@@ -107,6 +107,31 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    if args.kind == "genie":
+        from genie_env.models.genie import assemble_genie_bundle
+
+        missing = [f"--{k}" for k in ("tokenizer", "lam", "dynamics") if getattr(args, k) is None]
+        if missing:
+            raise ValueError(f"a genie bundle needs {', '.join(missing)}")
+        sampling = {"maskgit_steps": args.steps, "temperature": args.temperature}
+        out = assemble_genie_bundle(
+            args.tokenizer,
+            args.lam,
+            args.dynamics,
+            args.out,
+            sampling={k: v for k, v in sampling.items() if v is not None},
+        )
+    else:
+        from genie_env.models.gesim.world import assemble_gesim_bundle
+
+        if args.dit is None:
+            raise ValueError("a gesim bundle needs --dit")
+        out = assemble_gesim_bundle(args.vae, args.dit, args.out, **({"steps": args.steps} if args.steps else {}))
+    print(f"{args.kind} world model -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, including subcommands registered by installed packages."""
     parser = argparse.ArgumentParser(
@@ -217,6 +242,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser(
+        "bundle",
+        help="assemble a world-model bundle from training runs",
+        description="Assemble the trained networks of a world model into one bundle directory (world_model.json "
+        "plus one folder per network, written atomically), the form that eval, generate and the environments load. "
+        "Each run may be a run directory (its latest checkpoint) or a checkpoint directory; EMA weights are taken "
+        "where a checkpoint has them.",
+    )
+    p.add_argument("kind", choices=["genie", "gesim"], help="world model type")
+    p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
+    p.add_argument("--tokenizer", metavar="RUN", help="genie: tokenizer run")
+    p.add_argument("--lam", metavar="RUN", help="genie: latent action model run")
+    p.add_argument("--dynamics", metavar="RUN", help="genie: dynamics run")
+    p.add_argument("--vae", metavar="RUN", help="gesim: VAE run (default: the one the DiT was trained with)")
+    p.add_argument("--dit", metavar="RUN", help="gesim: DiT run")
+    p.add_argument("--steps", type=int, help="default sampler steps stored in the bundle")
+    p.add_argument("--temperature", type=float, help="genie: default MaskGIT temperature stored in the bundle")
+    p.set_defaults(func=_cmd_bundle)
 
     for ep in entry_points(group="genie_env.commands"):
         ep.load()(sub)

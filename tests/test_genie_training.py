@@ -95,3 +95,13 @@ def test_pipeline_rejects_keys_no_stage_has(tmp_path: Path) -> None:
         train_genie(tmp_path, tmp_path / "out", overrides=["component.kl_weight=1"], progress=False)
     with pytest.raises(ConfigError, match="set by the genie pipeline"):
         train_genie(tmp_path, tmp_path / "out", overrides=["component.lam=x"], progress=False)
+
+
+def test_bundle_command_assembles_runs(genie_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from genie_env.cli import main
+
+    runs = [f"--{stage}={genie_run / stage}" for stage in ("tokenizer", "lam", "dynamics")]
+    assert main(["bundle", "genie", *runs, "--out", str(tmp_path / "b"), "--steps", "3", "--temperature", "0"]) == 0
+    assert GenieWorldModel.from_pretrained(tmp_path / "b").sampling == {"maskgit_steps": 3, "temperature": 0.0}
+    assert main(["bundle", "genie", "--out", str(tmp_path / "c"), runs[0]]) == 2
+    assert "--lam, --dynamics" in capsys.readouterr().err and not (tmp_path / "c").exists()
