@@ -321,6 +321,8 @@ def test_resume_continues_exactly(fetch_dataset: Path, tmp_path: Path, straight_
 
     second = train_component("gesim-vae", _config(fetch_dataset, tmp_path, 6), resume=True, progress=False)
     assert second.losses == {s: ref.losses[s] for s in (4, 5, 6)}
+    # The recorded wall-clock covers the whole run, not just the resumed session.
+    assert load_meta(checkpoint_path(tmp_path, 6))["elapsed_s"] > load_meta(checkpoint_path(tmp_path, 3))["elapsed_s"]
     for name in ("vae", "vae_ema"):
         _assert_same_state(
             read_weights(checkpoint_path(tmp_path, 6) / name), read_weights(checkpoint_path(ref_dir, 6) / name)

@@ -257,6 +257,7 @@ class Trainer:
         self._batches: Iterator[Any] | None = None
         self._sample_batch: Any = None
         self._start_time = time.time()
+        self._elapsed_before = 0.0  # wall-clock of the sessions before a resume
         if resume and existing is not None:
             self.load(existing)
         elif resume:
@@ -431,7 +432,8 @@ class Trainer:
                 "epoch": self.epoch,
                 "component": self.name,
                 "num_processes": acc.num_processes,
-                "elapsed_s": round(time.time() - self._start_time, 3),
+                # Wall-clock of the whole run: earlier sessions (before a resume) plus this one.
+                "elapsed_s": round(self._elapsed_before + time.time() - self._start_time, 3),
                 "config": self.run_config,
                 "metrics": self.logs,
             }
@@ -460,6 +462,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.epoch_steps = state["step"], state["epoch"], state["epoch_steps"]
+        self._elapsed_before = float(meta.get("elapsed_s", 0.0))
 
         same_layout = state["num_processes"] == acc.num_processes and state["batch_size"] == self.config.batch_size
         if same_layout and len(state["rng"]) == acc.num_processes:
