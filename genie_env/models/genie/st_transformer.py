@@ -29,6 +29,8 @@ logits bounded in low precision.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -305,20 +307,32 @@ class STTransformer(nn.Module):
         """An empty :class:`KVCache` for ``batch_size`` streams sized to this stack's window."""
         return KVCache(len(self.blocks), batch_size, self.context_frames)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, update_cache: bool = False) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        cache: KVCache | None = None,
+        update_cache: bool = False,
+        block_inputs: Sequence[Tensor] | None = None,
+    ) -> Tensor:
         """Run the stack over ``T`` new frames.
 
         Args:
             x: ``(B, T, S, D)`` input tokens.
             cache: temporal keys/values of earlier frames; the new frames come right after them in time.
             update_cache: append this call's keys/values to ``cache`` (use once the frames are final).
+            block_inputs: optional per-block conditioning, one tensor per block broadcastable to ``x`` (e.g.
+                ``(B, T, 1, D)``), added to the tokens before that block.
 
         Returns:
             ``(B, T, S, D)`` normalised output tokens.
         """
         new_kv: list[tuple[Tensor, Tensor]] = []
         past_valid = None if cache is None or cache.num_frames == 0 else cache.valid
+        if block_inputs is not None and len(block_inputs) != len(self.blocks):
+            raise ValueError(f"need one block input per block ({len(self.blocks)}), got {len(block_inputs)}")
         for i, block in enumerate(self.blocks):
+            if block_inputs is not None:
+                x = x + block_inputs[i]
             past = None if cache is None else cache.layer(i)
             if self.gradient_checkpointing and torch.is_grad_enabled() and past is None:
                 x, k, v = self._gradient_checkpointing_func(block, x)
