@@ -17,3 +17,11 @@ def test_record_and_read(tmp_path: Path) -> None:
     assert "recorded 9 frames" in run.stdout
     for cam in ("front", "side", "hand"):
         assert f"{cam}: tip at pixel" in run.stdout
+
+
+def test_genie_imagine(tmp_path: Path) -> None:
+    script = EXAMPLES / "genie_imagine.py"
+    cmd = [sys.executable, str(script), "--out", str(tmp_path), "--prompt", "2", "--horizon", "3"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "PSNR per imagined step" in run.stdout and (tmp_path / "imagined.png").is_file()
