@@ -18,7 +18,7 @@ import torch
 from genie_env.data.collect import collect
 from genie_env.data.lerobot import LeRobotDataset
 from genie_env.models.gesim.conditioning import conditioning_maps, maps_to_uint8
-from genie_env.viz import save_png, save_preview_video, strip, tile_views, upscale
+from genie_env.viz import save_png, save_preview_video, stack_rows, strip, tile_views, upscale
 
 
 @dataclass
@@ -85,9 +85,7 @@ def _trajectory_rows(episode: dict[str, np.ndarray], ds: LeRobotDataset) -> np.n
 
 def _grid(views: list[np.ndarray], per_row: int) -> np.ndarray:
     """Tile (T, H, W, 3) views into rows of ``per_row`` views, one row under the other."""
-    rows = [tile_views(views[i : i + per_row]) for i in range(0, len(views), per_row)]
-    gap = np.full((*rows[0].shape[:-3], 2, rows[0].shape[-2], 3), 255, np.uint8)
-    return np.concatenate([part for row in rows for part in (row, gap)][:-1], axis=-3)
+    return stack_rows([tile_views(views[i : i + per_row]) for i in range(0, len(views), per_row)])
 
 
 def main_demo(out: str, size: int, steps: int, seed: int) -> int:

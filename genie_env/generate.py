@@ -22,7 +22,7 @@ from genie_env.data.lerobot import LeRobotDataset
 from genie_env.eval.metrics import psnr, to_uint8
 from genie_env.models.gesim.conditioning import conditioning_maps, maps_to_uint8
 from genie_env.models.gesim.world import episode_inputs, load_world_model
-from genie_env.viz import save_preview_video, tile_views
+from genie_env.viz import save_preview_video, stack_rows, tile_views
 
 ROW_GAP = 2
 """White pixels between the generated, real and trajectory rows (before upscaling)."""
@@ -75,8 +75,7 @@ def video_frames(generated: np.ndarray, real: np.ndarray, traj: np.ndarray) -> n
         ``(T, 3H + 2 * ROW_GAP, V W + (V - 1) * 2, 3)`` uint8.
     """
     rows = [tile_views(list(x)) for x in (generated, real, traj)]  # each (T, H, V W + gaps, 3)
-    gap = np.full((rows[0].shape[0], ROW_GAP, rows[0].shape[2], 3), 255, np.uint8)
-    return np.concatenate([rows[0], gap, rows[1], gap, rows[2]], axis=1)
+    return stack_rows(rows, gap=ROW_GAP)
 
 
 @torch.no_grad()

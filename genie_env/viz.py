@@ -19,17 +19,29 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return image.repeat(factor, axis=-3).repeat(factor, axis=-2)
 
 
+def _join(images: Sequence[np.ndarray], gap: int, axis: int) -> np.ndarray:
+    """Concatenate uint8 ``(..., H, W, 3)`` images along ``axis`` (-2 or -3) with white gaps between them."""
+    if not images:
+        raise ValueError("need at least one image to join")
+    if gap == 0:
+        return np.concatenate(list(images), axis=axis)
+    shape = list(images[0].shape)
+    shape[axis] = gap
+    pad = np.full(shape, 255, np.uint8)
+    parts: list[np.ndarray] = []
+    for i, image in enumerate(images):
+        parts += [pad, image] if i else [image]
+    return np.concatenate(parts, axis=axis)
+
+
 def tile_views(views: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
     """Place views (each (..., H, W, 3) uint8, same shape) side by side with a white gap."""
-    if not views:
-        raise ValueError("tile_views needs at least one view")
-    if gap == 0:
-        return np.concatenate(list(views), axis=-2)
-    pad = np.full((*views[0].shape[:-2], gap, 3), 255, np.uint8)
-    parts: list[np.ndarray] = []
-    for i, v in enumerate(views):
-        parts += [pad, v] if i else [v]
-    return np.concatenate(parts, axis=-2)
+    return _join(views, gap, axis=-2)
+
+
+def stack_rows(rows: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Stack rows (each (..., H, W, 3) uint8, same width) top to bottom with a white gap."""
+    return _join(rows, gap, axis=-3)
 
 
 def strip(frames: np.ndarray, n: int = 8) -> np.ndarray:

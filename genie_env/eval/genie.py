@@ -40,20 +40,13 @@ from tqdm.auto import tqdm
 
 from genie_env import __version__
 from genie_env.data.lerobot import LeRobotDataset
+from genie_env.eval.common import PNG_SCALE, check_positive, png_windows, window_grid, window_starts
 from genie_env.eval.metrics import mean_or_none, normalized_mutual_info, psnr, ssim, to_uint8
 from genie_env.models.genie.world import GenieWorldModel
 from genie_env.viz import save_png, tile_views, upscale
 
 HORIZONS = (1, 4, 8, 16)
 """Rollout horizons reported (those up to the evaluation's ``horizon``)."""
-PNG_WINDOWS = 4
-PNG_SCALE = 2
-
-
-def _check_positive(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _select_camera(dataset: LeRobotDataset, camera: str | None) -> str:
@@ -86,14 +79,9 @@ def _load_windows(
     discrete = _discrete_actions(dataset)
     frames, actions, starts = [], [], []
     for episode in range(episodes):
-        n = dataset.episode_length(episode)
-        if n < length:
-            raise ValueError(
-                f"episode {episode} of {dataset.root} has {n} frames; "
-                f"a window needs prompt_frames + horizon = {length}"
-            )
+        starts_here = window_starts(dataset, episode, length, per_episode)
         data = dataset.load_episode(episode)
-        for s in np.linspace(0, n - length, per_episode).round().astype(int):
+        for s in starts_here:
             frames.append(data[video_key][s : s + length])
             if discrete:
                 # Row t's action leads from frame t to t + 1: the window's transitions are rows s .. s + length - 2.
@@ -138,16 +126,9 @@ def _png_grid(real: np.ndarray, lam: np.ndarray, rand: np.ndarray) -> np.ndarray
     Per window three rows (real, LAM actions, random actions), one column per horizon ``1 .. horizon``; a wider
     white gap separates windows.
     """
-    blocks = []
-    for k in range(len(real)):
-        rows = [tile_views(list(upscale(r[k], PNG_SCALE))) for r in (real, lam, rand)]
-        gap = np.full((2, rows[0].shape[1], 3), 255, np.uint8)
-        blocks.append(np.concatenate([rows[0], gap, rows[1], gap, rows[2]], axis=0))
-    sep = np.full((8, blocks[0].shape[1], 3), 255, np.uint8)
-    parts: list[np.ndarray] = []
-    for i, block in enumerate(blocks):
-        parts += [sep, block] if i else [block]
-    return np.concatenate(parts, axis=0)
+    return window_grid(
+        [[tile_views(list(upscale(r[k], PNG_SCALE))) for r in (real, lam, rand)] for k in range(len(real))]
+    )
 
 
 @torch.no_grad()
@@ -197,15 +178,15 @@ def evaluate_genie(
         CheckpointError: If the bundle is missing or corrupt.
     """
     start_time = time.perf_counter()
-    episodes = _check_positive("episodes", episodes)
-    prompt_frames = _check_positive("prompt_frames", prompt_frames)
-    horizon = _check_positive("horizon", horizon)
-    windows_per_episode = _check_positive("windows_per_episode", windows_per_episode)
-    batch_size = _check_positive("batch_size", batch_size)
+    episodes = check_positive("episodes", episodes)
+    prompt_frames = check_positive("prompt_frames", prompt_frames)
+    horizon = check_positive("horizon", horizon)
+    windows_per_episode = check_positive("windows_per_episode", windows_per_episode)
+    batch_size = check_positive("batch_size", batch_size)
     device = torch.device(device)
 
     world = GenieWorldModel.from_pretrained(bundle_dir, device=device)
-    steps = world.maskgit_steps if steps is None else _check_positive("steps", steps)
+    steps = world.maskgit_steps if steps is None else check_positive("steps", steps)
     temperature = world.temperature if temperature is None else float(temperature)
     if not temperature >= 0:
         raise ValueError(f"temperature must be >= 0 (0 = argmax), got {temperature!r}")
@@ -232,7 +213,7 @@ def evaluate_genie(
     gen_lam = torch.Generator(device).manual_seed(seed)
     gen_random = torch.Generator(device).manual_seed(seed)
 
-    png_index = np.unique(np.linspace(0, num_windows - 1, min(PNG_WINDOWS, num_windows)).round().astype(int))
+    png_index = png_windows(num_windows)
     png_rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     tok_psnr, tok_ssim, lam_actions = [], [], []
     roll_psnr, roll_ssim, rand_psnr, copy_psnr = [], [], [], []

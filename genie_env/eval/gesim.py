@@ -37,20 +37,13 @@ from tqdm.auto import tqdm
 
 from genie_env import __version__
 from genie_env.data.lerobot import LeRobotDataset
+from genie_env.eval.common import PNG_SCALE, check_positive, png_windows, window_grid, window_starts
 from genie_env.eval.metrics import mean_or_none, psnr, ssim, to_uint8
 from genie_env.models.gesim.world import GeSimWorldModel, episode_inputs
 from genie_env.viz import save_png, tile_views, upscale
 
 HORIZONS = (1, 4, 16)
 """Rollout horizons reported (those up to the evaluation's ``horizon``, which is always reported too)."""
-PNG_WINDOWS = 4
-PNG_SCALE = 2
-
-
-def _check_positive(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _load_windows(
@@ -65,14 +58,9 @@ def _load_windows(
     parts: dict[str, list[Tensor]] = {"frames": [], "states": [], "extrinsics": [], "intrinsics": []}
     starts = []
     for episode in range(episodes):
-        n = dataset.episode_length(episode)
-        if n < length:
-            raise ValueError(
-                f"episode {episode} of {dataset.root} has {n} frames; "
-                f"a window needs prompt_frames + horizon = {length}"
-            )
+        starts_here = np.unique(window_starts(dataset, episode, length, per_episode))
         data = episode_inputs(dataset, episode, cameras)
-        for s in np.unique(np.linspace(0, n - length, per_episode).round().astype(int)):
+        for s in starts_here:
             parts["frames"].append(data["frames"][:, s : s + length])
             parts["states"].append(data["states"][s : s + length])
             parts["extrinsics"].append(data["extrinsics"][:, s : s + length])
@@ -135,19 +123,11 @@ def _png_grid(real: np.ndarray, gen: np.ndarray, other: np.ndarray) -> np.ndarra
     Per window three rows (real, rollout, other poses); one column per horizon ``1 .. horizon``; in every cell the
     views are stacked top to bottom. A wider white gap separates windows.
     """
-    blocks = []
-    for k in range(len(real)):
-        rows = []
-        for frames in (real[k], gen[k], other[k]):
-            cells = rearrange(frames, "v t h w c -> t (v h) w c")
-            rows.append(tile_views(list(upscale(cells, PNG_SCALE))))
-        gap = np.full((2, rows[0].shape[1], 3), 255, np.uint8)
-        blocks.append(np.concatenate([rows[0], gap, rows[1], gap, rows[2]], axis=0))
-    sep = np.full((8, blocks[0].shape[1], 3), 255, np.uint8)
-    parts: list[np.ndarray] = []
-    for i, block in enumerate(blocks):
-        parts += [sep, block] if i else [block]
-    return np.concatenate(parts, axis=0)
+
+    def row(frames: np.ndarray) -> np.ndarray:
+        return tile_views(list(upscale(rearrange(frames, "v t h w c -> t (v h) w c"), PNG_SCALE)))
+
+    return window_grid([[row(r[k]) for r in (real, gen, other)] for k in range(len(real))])
 
 
 @torch.no_grad()
@@ -198,15 +178,15 @@ def evaluate_gesim(
     start_time = time.perf_counter()
     if temperature is not None:
         raise ValueError(f"GE-Sim's flow sampler has no temperature; leave it unset (got {temperature!r})")
-    episodes = _check_positive("episodes", episodes)
-    horizon = _check_positive("horizon", horizon)
-    windows_per_episode = _check_positive("windows_per_episode", windows_per_episode)
-    batch_size = _check_positive("batch_size", batch_size)
+    episodes = check_positive("episodes", episodes)
+    horizon = check_positive("horizon", horizon)
+    windows_per_episode = check_positive("windows_per_episode", windows_per_episode)
+    batch_size = check_positive("batch_size", batch_size)
     device = torch.device(device)
 
     world = GeSimWorldModel.from_pretrained(bundle_dir, device=device)
-    prompt = world.n_memory if prompt_frames is None else _check_positive("prompt_frames", prompt_frames)
-    steps = world.steps if steps is None else _check_positive("steps", steps)
+    prompt = world.n_memory if prompt_frames is None else check_positive("prompt_frames", prompt_frames)
+    steps = world.steps if steps is None else check_positive("steps", steps)
     dataset = LeRobotDataset(data_dir)
     if dataset.num_episodes < episodes:
         raise ValueError(f"dataset {dataset.root} has {dataset.num_episodes} episodes, {episodes} requested")
@@ -217,7 +197,7 @@ def evaluate_gesim(
     # Rollouts with true and with other poses use generators with the same seed (common random numbers), so they
     # differ only by their poses, which keeps the sampling noise out of action_delta_psnr.
     gens = {name: torch.Generator(device).manual_seed(seed) for name in ("next", "true", "other")}
-    png_index = np.unique(np.linspace(0, num_windows - 1, min(PNG_WINDOWS, num_windows)).round().astype(int))
+    png_index = png_windows(num_windows)
     png_rows: dict[int, tuple[np.ndarray, ...]] = {}
     scores: dict[str, list[Tensor]] = {k: [] for k in ("next_p", "next_s", "roll_p", "roll_s", "copy_p", "other_p")}
     rollout_seconds = 0.0
