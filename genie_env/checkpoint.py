@@ -27,7 +27,8 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -115,10 +116,8 @@ def save_checkpoint(
     for name in models:
         if not _NAME.match(name) or name in _RESERVED:
             raise ValueError(f"invalid model name {name!r} (letters, digits, '_', '-', '.'; not {sorted(_RESERVED)})")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    try:
-        # 1. Everything goes into the hidden temp dir; meta.json last.
+    with atomic_directory(final) as tmp:
+        # Everything goes into the hidden temp dir; meta.json last.
         for name, model in models.items():
             model.save_pretrained(tmp / name, safe_serialization=True)
         if state is not None:
@@ -133,13 +132,26 @@ def save_checkpoint(
             "models": {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in models.items()},
         }
         _write_json(tmp / META_FILE, full_meta)
+    return final
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yields a hidden temporary sibling of ``path`` to fill; on success it is fsynced and swapped into place.
+
+    ``path`` then holds either its complete old content or the complete new one, never a partial one; on an
+    exception the temporary directory is removed and whatever was at ``path`` is left intact.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        yield tmp
         _fsync_tree(tmp)
-        # 2. Swap it into place.
         _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -240,16 +252,26 @@ def load_models(path: str | os.PathLike[str], classes: Mapping[str, type[M]]) ->
     load_meta(root)  # a checkpoint without meta.json is not a complete checkpoint
     out: dict[str, M] = {}
     for name, cls in classes.items():
-        model_dir = root / name
-        if not model_dir.is_dir():
-            raise CheckpointError(f"model {name!r} missing: {model_dir} does not exist")
-        _check_config(model_dir)
-        read_weights(model_dir)  # validates every weight file, naming the corrupt one
-        try:
-            out[name] = cls.from_pretrained(model_dir)
-        except Exception as exc:  # diffusers raises several types; keep the checkpoint path in the message
-            raise CheckpointError(f"cannot load {cls.__name__} from {model_dir}: {exc}") from exc
+        out[name] = load_model_dir(root / name, cls)
     return out
+
+
+def load_model_dir(model_dir: str | os.PathLike[str], cls: type[M]) -> M:
+    """Builds a model from one ``save_pretrained`` folder (of a checkpoint or a bundle), in eval mode.
+
+    Raises:
+        CheckpointError: Naming the path, if the folder, its ``config.json`` or its weights are missing or corrupt.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise CheckpointError(f"model {model_dir.name!r} missing: {model_dir} does not exist")
+    _check_config(model_dir)
+    read_weights(model_dir)  # validates every weight file, naming the corrupt one
+    try:
+        model = cls.from_pretrained(model_dir)
+    except Exception as exc:  # diffusers raises several types; keep the path in the message
+        raise CheckpointError(f"cannot load {cls.__name__} from {model_dir}: {exc}") from exc
+    return model.eval()
 
 
 def load_weights_into(path: str | os.PathLike[str], models: Mapping[str, torch.nn.Module]) -> None:

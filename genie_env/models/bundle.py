@@ -15,8 +15,6 @@ same temp-dir-and-rename scheme as checkpoints, and ``world_model.json`` is writ
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,15 +22,7 @@ from typing import Any, TypeVar
 from diffusers.models.modeling_utils import ModelMixin
 
 from genie_env import __version__
-from genie_env.checkpoint import (
-    CONFIG_FILE,
-    CheckpointError,
-    _fsync_tree,
-    _read_json_object,
-    _replace_dir,
-    _write_json,
-    read_weights,
-)
+from genie_env.checkpoint import CheckpointError, _read_json_object, _write_json, atomic_directory, load_model_dir
 
 WORLD_MODEL_FILE = "world_model.json"
 """Bundle description, written last; its ``"type"`` names the world model."""
@@ -69,21 +59,13 @@ def save_bundle(path: str | os.PathLike[str], models: Mapping[str, ModelMixin], 
     """
     if not isinstance(info.get("type"), str):
         raise ValueError(f"bundle info needs a string 'type', got {info.get('type')!r}")
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    try:
+    with atomic_directory(path) as tmp:
         for name, model in models.items():
             model.save_pretrained(tmp / name, safe_serialization=True)
         # The description goes last: a directory without it is never mistaken for a complete bundle.
         rest = {k: v for k, v in info.items() if k not in ("type", "genie_env_version")}
         _write_json(tmp / WORLD_MODEL_FILE, {"type": info["type"], "genie_env_version": __version__, **rest})
-        _fsync_tree(tmp)
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return Path(path)
 
 
 def load_bundle_model(path: str | os.PathLike[str], name: str, cls: type[M]) -> M:
@@ -92,13 +74,4 @@ def load_bundle_model(path: str | os.PathLike[str], name: str, cls: type[M]) -> 
     Raises:
         CheckpointError: Naming the path, if the folder, its ``config.json`` or its weights are missing or corrupt.
     """
-    model_dir = Path(path) / name
-    if not model_dir.is_dir():
-        raise CheckpointError(f"model {name!r} missing from bundle: {model_dir} does not exist")
-    _read_json_object(model_dir / CONFIG_FILE, "model config")
-    read_weights(model_dir)  # validates every weight file, naming the corrupt one
-    try:
-        model = cls.from_pretrained(model_dir)
-    except Exception as exc:  # diffusers raises several types; keep the path in the message
-        raise CheckpointError(f"cannot load {cls.__name__} from {model_dir}: {exc}") from exc
-    return model.eval()
+    return load_model_dir(Path(path) / name, cls)
