@@ -38,21 +38,33 @@ def conditioning_maps(
     """
     if state.ndim != 2 or state.shape[-1] != 8:
         raise ValueError(f"state must be (T, 8) [xyz, quat xyzw, opening], got {tuple(state.shape)}")
-    views, frames = extrinsics.shape[:2]
+    views = extrinsics.shape[0]
     if extrinsics.shape[1:] != (state.shape[0], 4, 4) or intrinsics.shape != (views, 3, 3):
         raise ValueError(
             f"expected extrinsics (V, {state.shape[0]}, 4, 4) and intrinsics (V, 3, 3), "
             f"got {tuple(extrinsics.shape)} and {tuple(intrinsics.shape)}"
         )
+    traj, ray = _maps(state[None], extrinsics[None], intrinsics[None], height, width, max_opening)
+    return traj[0], ray[0]
+
+
+def _maps(
+    state: torch.Tensor,
+    extrinsics: torch.Tensor,
+    intrinsics: torch.Tensor,
+    height: int,
+    width: int,
+    max_opening: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked ``(B, T, 8)``, ``(B, V, T, 4, 4)``, ``(B, V, 3, 3)`` -> ``(B, V, T, 3 | 6, H, W)`` maps (one arm)."""
+    views, frames = extrinsics.shape[1:3]
     state = state.to(torch.float32)
-    pose = pose_from_pos_quat(state[:, :3], state[:, 3:7])  # (T, 4, 4)
-    pose = repeat(pose, "t i j -> v t 1 i j", v=views)  # one arm
-    grip = repeat(state[:, 7], "t -> v t 1", v=views)
-    k = repeat(intrinsics.to(torch.float32), "v i j -> v t i j", t=frames)
+    pose = pose_from_pos_quat(state[..., :3], state[..., 3:7])  # (B, T, 4, 4)
+    pose = repeat(pose, "b t i j -> b v t 1 i j", v=views)
+    grip = repeat(state[..., 7], "b t -> b v t 1", v=views)
+    k = repeat(intrinsics.to(torch.float32), "b v i j -> b v t i j", t=frames)
     c2w = extrinsics.to(torch.float32)
-    traj = trajectory_maps(pose, grip, k, c2w, height, width, max_opening=max_opening)
-    ray = ray_maps(k, c2w, height, width)
-    return traj, ray
+    return trajectory_maps(pose, grip, k, c2w, height, width, max_opening=max_opening), ray_maps(k, c2w, height, width)
 
 
 def maps_to_uint8(maps: torch.Tensor) -> torch.Tensor:
@@ -92,13 +104,6 @@ def batch_conditioning_maps(
     views = extrinsics.shape[1]
     if tuple(intrinsics.shape) != (batch, views, 3, 3):
         raise ValueError(f"intrinsics must be (B={batch}, V={views}, 3, 3), got {tuple(intrinsics.shape)}")
-    state = state.to(torch.float32)
-    pose = pose_from_pos_quat(state[..., :3], state[..., 3:7])  # (B, T, 4, 4)
-    pose = repeat(pose, "b t i j -> b v t 1 i j", v=views)  # one arm
-    grip = repeat(state[..., 7], "b t -> b v t 1", v=views)
-    k = repeat(intrinsics.to(torch.float32), "b v i j -> b v t i j", t=frames)
-    c2w = extrinsics.to(torch.float32)
-    traj = trajectory_maps(pose, grip, k, c2w, height, width, max_opening=max_opening)
-    ray = ray_maps(k, c2w, height, width)
+    traj, ray = _maps(state, extrinsics, intrinsics, height, width, max_opening)
     layout = "b v t c h w -> b v c t h w"
     return rearrange(traj, layout), rearrange(ray, layout)
