@@ -99,19 +99,11 @@ def _teacher_forced(
     """Every chunk after the prompt predicted from real memory; ``(B, V, L - P, 3, H, W)`` in [-1, 1]."""
     length = real.shape[2]
     latents = world.encode(real)
-    last, out = length - 1, []
+    out = []
     for start in range(prompt, length, world.chunk):
         memory = world.memory_indices(start)
-        future = np.minimum(np.arange(start, start + world.chunk), last)
-        new = world.predict_next(
-            latents[:, :, :, memory],
-            states[:, memory],
-            extrinsics[:, :, memory],
-            states[:, future],
-            extrinsics[:, :, future],
-            intrinsics,
-            steps=steps,
-            generator=generator,
+        new = world.predict_chunk(
+            latents, states, extrinsics, intrinsics, memory, start, world.chunk, steps=steps, generator=generator
         )
         out.append(new[:, :, : min(world.chunk, length - start)])
     return torch.cat(out, dim=2)

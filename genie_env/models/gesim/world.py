@@ -554,6 +554,45 @@ class GeSimWorldModel(nn.Module):
         return out[:, :, :, n_mem:]
 
     @torch.no_grad()
+    def predict_chunk(
+        self,
+        latents: torch.Tensor,
+        states: torch.Tensor,
+        extrinsics: torch.Tensor,
+        intrinsics: torch.Tensor,
+        memory: np.ndarray,
+        start: int,
+        chunk: int,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Frames ``start .. start + chunk - 1`` of an episode from its frames at ``memory``.
+
+        Args:
+            latents: ``(B, V, 16, T, h, w)`` episode latents (only the ``memory`` frames are read).
+            states: ``(B, T, 8)`` tip states of the whole episode.
+            extrinsics: ``(B, V, T, 4, 4)`` cameras of the whole episode.
+            intrinsics: ``(B, V, 3, 3)``.
+            memory: memory frame indices (e.g. :meth:`memory_indices`).
+            start: first frame to generate.
+            chunk: frames to generate; poses past the episode's end repeat the last one (GE-Sim), so the final
+                chunk can be full length.
+            **kwargs: ``task_ids``, ``steps``, ``schedule``, ``generator`` of :meth:`predict_next`.
+
+        Returns:
+            ``(B, V, chunk, 3, H, W)`` as :meth:`predict_next`.
+        """
+        future = np.minimum(np.arange(start, start + chunk), states.shape[1] - 1)
+        return self.predict_next(
+            latents[:, :, :, memory],
+            states[:, memory],
+            extrinsics[:, :, memory],
+            states[:, future],
+            extrinsics[:, :, future],
+            intrinsics,
+            **kwargs,
+        )
+
+    @torch.no_grad()
     def predict_next(
         self,
         memory_latents: torch.Tensor,
@@ -661,8 +700,6 @@ class GeSimWorldModel(nn.Module):
         frames[:, :, :given] = first_frames.float().cpu()
         latents = torch.zeros(batch, views, self.vae.config.z_dim, total, height // sf, width // sf)
         encoded = np.zeros(total, dtype=bool)
-        # Poses past the end repeat the last one (GE-Sim), so the final chunk can be full length.
-        last = total - 1
         result = GeSimRollout(frames=frames, n_given=given)
         starts = list(range(given, total, chunk))
         for start in tqdm(starts, desc="gesim rollout", unit="chunk", disable=not progress):
@@ -671,14 +708,14 @@ class GeSimWorldModel(nn.Module):
             if todo:
                 latents[:, :, :, todo] = self.encode(frames[:, :, todo]).cpu()
                 encoded[todo] = True
-            future = np.minimum(np.arange(start, start + chunk), last)
-            new = self.predict_next(
-                latents[:, :, :, memory],
-                states[:, memory],
-                extrinsics[:, :, memory],
-                states[:, future],
-                extrinsics[:, :, future],
+            new = self.predict_chunk(
+                latents,
+                states,
+                extrinsics,
                 intrinsics,
+                memory,
+                start,
+                chunk,
                 task_ids=task_ids,
                 steps=steps,
                 schedule=schedule,
