@@ -269,6 +269,54 @@ class GenieDynamicsConfig:
 
 
 @dataclass
+class HeadsConfig:
+    """The ``heads`` component: reward / termination / object-position heads on recorded transitions.
+
+    Which heads and inputs exist is read from the dataset (its parquet columns, not its videos): a reward head
+    when there is a ``reward`` column, an object head when there is ``observation.object``, state and goal inputs
+    when there are ``observation.state`` and a goal feature. The reward values, their counts, the termination rate
+    and the normalisation statistics are computed from the training episodes when the dataset is built.
+
+    Attributes:
+        channels: Output channels of the conv trunk's stride-2 stages.
+        hidden: Width of the per-view features, the state/goal embeddings and the shared MLP.
+        use_state: Feed ``observation.state`` (when the data has it) to the heads.
+        goal_key: Goal feature: ``"auto"`` (``observation.goal``, base frame like the state and object, else
+            ``observation.desired_goal``), a feature name, or ``"none"`` for no goal input.
+        predict_object: Train an object head when the data has ``observation.object``.
+        termination: Train a termination head: ``None`` (auto) when some training row has ``terminated``.
+        reward_balance: Oversampling of rare rewards: a transition whose reward value has ``n_k`` training samples
+            appears ``round((n_max / n_k) ** reward_balance)`` times per epoch (0: off, 0.5: the square root of
+            the imbalance, 1: balanced). Boxing's punches (3% of transitions) would otherwise be ignored. Training
+            adds ``log(repeats)`` to the reward logits, so the model's probabilities stay calibrated to the
+            recorded frequencies.
+        reward_loss_weight: Weight of the reward cross-entropy.
+        termination_loss_weight: Weight of the termination BCE (its positive class is weighted by
+            ``w = sqrt(negatives / positives)``, with ``log(w)`` added to the training logit, again for calibration).
+        object_loss_weight: Weight of the object MSE on normalised targets.
+    """
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    hidden: int = 256
+    use_state: bool = True
+    goal_key: str = "auto"
+    predict_object: bool = True
+    termination: bool | None = None
+    reward_balance: float = 0.5
+    reward_loss_weight: float = 1.0
+    termination_loss_weight: float = 1.0
+    object_loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        ok = len(self.channels) >= 1 and all(c >= 1 for c in self.channels)
+        _check(ok, "component.channels", self.channels, "a non-empty list of positive ints")
+        _check(self.hidden >= 1, "component.hidden", self.hidden, ">= 1")
+        _check(0 <= self.reward_balance <= 1, "component.reward_balance", self.reward_balance, "in [0, 1]")
+        for name in ("reward_loss_weight", "termination_loss_weight", "object_loss_weight"):
+            _check(getattr(self, name) >= 0, f"component.{name}", getattr(self, name), ">= 0")
+
+
+@dataclass
 class RunConfig:
     """Everything a training run needs; ``component`` is the chosen component's config dataclass."""
 

@@ -491,6 +491,7 @@ def train_component(name: str, config: RunConfig, *, resume: bool = False, progr
     set_seed(config.train.seed)
     component = component_cls(config.component)
     dataset = component_cls.build_dataset(config.component, config.data, config.train.seed)
+    component.attach_data(dataset)
     trainer = Trainer(
         component,
         dataset,

@@ -4,7 +4,8 @@ Registering a component is one line in :data:`COMPONENTS`:
 
 * ``gesim-vae``: GE-Sim's Wan VAE reconstructing single frames;
 * ``gesim``: GE-Sim's multi-view DiT, flow matching on the frozen VAE's latents with trajectory and ray maps;
-* ``tokenizer``, ``lam``, ``dynamics``: Genie's video tokenizer, latent action model and MaskGIT dynamics model.
+* ``tokenizer``, ``lam``, ``dynamics``: Genie's video tokenizer, latent action model and MaskGIT dynamics model;
+* ``heads``: reward / termination / object-position heads for RL in imagination.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from training.components.base import Batch, Component, Logs, to_uint8
 from training.components.genie import GenieDynamicsComponent, GenieLAMComponent, GenieTokenizerComponent
 from training.components.gesim import GeSimComponent, GeSimVAEComponent
+from training.components.heads import HeadsComponent
 
 COMPONENTS: dict[str, type[Component]] = {
     "gesim-vae": GeSimVAEComponent,
@@ -19,6 +21,7 @@ COMPONENTS: dict[str, type[Component]] = {
     "tokenizer": GenieTokenizerComponent,
     "lam": GenieLAMComponent,
     "dynamics": GenieDynamicsComponent,
+    "heads": HeadsComponent,
 }
 """Every trainable component by name; add one with ``COMPONENTS["name"] = MyComponent``."""
 
@@ -43,6 +46,7 @@ __all__ = [
     "GenieDynamicsComponent",
     "GenieLAMComponent",
     "GenieTokenizerComponent",
+    "HeadsComponent",
     "Logs",
     "get_component",
     "to_uint8",

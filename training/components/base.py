@@ -62,6 +62,10 @@ class Component(nn.Module):
             cache_episodes=data.cache_episodes,
         )
 
+    def attach_data(self, dataset: torch.utils.data.Dataset) -> None:
+        """Called once with the training dataset before training (components whose model shape depends on the
+        data, such as the reward heads' reward classes, build it here). Default: nothing."""
+
     def forward(self, batch: Batch) -> tuple[torch.Tensor, Logs]:
         """Returns ``(loss, logs)`` for one batch."""
         raise NotImplementedError
