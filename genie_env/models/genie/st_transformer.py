@@ -268,6 +268,62 @@ class KVCache:
         if self.valid is not None:
             self.valid = self.valid & ~streams.to(self.valid.device)[:, None]
 
+    def load_streams(self, streams: Tensor, source: KVCache) -> None:
+        """Replace the history of some streams by another cache's (an env restarting from a multi-frame prompt).
+
+        ``source`` holds the ``n = streams.sum()`` restarting streams, in order, e.g. a fresh cache that the prompt
+        frames were appended to. Their frames become the newest slots of those streams, the older slots of those
+        streams turn invalid, and the other streams are untouched. Because positions are relative to the oldest
+        slot and the loaded frames end at the newest slot, every stream still sees exact relative positions.
+
+        Args:
+            streams: ``(B,)`` bool, True for the streams to overwrite.
+            source: cache of ``n`` streams with the same layers, heads and head size.
+
+        Raises:
+            ValueError: If the stream count or the layer count does not match.
+        """
+        streams = streams.to(torch.bool)
+        n = int(streams.sum())
+        if tuple(streams.shape) != (self.batch_size,) or source.batch_size != n:
+            raise ValueError(
+                f"streams must be ({self.batch_size},) bool selecting source's {source.batch_size} streams, "
+                f"got shape {tuple(streams.shape)} selecting {n}"
+            )
+        if len(source.keys) != len(self.keys):
+            raise ValueError(f"source has {len(source.keys)} layers, this cache {len(self.keys)}")
+        if n == 0 or source.valid is None or source.num_frames == 0:
+            self.reset(streams)
+            return
+        num_new = source.num_frames
+        if self.max_frames is not None and num_new > self.max_frames:
+            raise ValueError(f"source holds {num_new} frames, more than this window's {self.max_frames}")
+        device = source.valid.device
+        streams = streams.to(device)
+        if self.valid is None:  # an empty cache: start from all-invalid slots shaped like the source's
+            like = [(k.new_zeros(k.shape[0] // n * self.batch_size, *k.shape[1:]), k) for k in source.keys]  # type: ignore[union-attr]
+            self.keys = [z for z, _ in like]
+            self.values = [z.clone() for z, _ in like]
+            self.valid = torch.zeros(self.batch_size, num_new, dtype=torch.bool, device=device)
+        pad = num_new - self.num_frames
+        if pad > 0:  # fewer slots than the prompt: prepend invalid slots to every stream
+            self.keys = [F.pad(k, (0, 0, pad, 0)) for k in self.keys]  # type: ignore[arg-type]
+            self.values = [F.pad(v, (0, 0, pad, 0)) for v in self.values]  # type: ignore[arg-type]
+            self.valid = F.pad(self.valid, (pad, 0), value=False)
+        spatial = self.keys[0].shape[0] // self.batch_size  # type: ignore[union-attr]
+        rows = repeat(streams, "b -> (b s)", s=spatial)
+        for i in range(len(self.keys)):
+            for store, new in ((self.keys, source.keys[i]), (self.values, source.values[i])):
+                tensor = store[i].clone()  # type: ignore[union-attr]
+                block = torch.zeros_like(tensor[rows])
+                block[:, :, -num_new:] = new  # type: ignore[index]
+                tensor[rows] = block
+                store[i] = tensor
+        valid = self.valid.clone()
+        valid[streams] = False
+        valid[streams, -num_new:] = source.valid[:, -num_new:]
+        self.valid = valid
+
 
 class STTransformer(nn.Module):
     """A stack of :class:`STBlock` with a final LayerNorm.
