@@ -29,7 +29,7 @@ logits bounded in low precision.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -161,8 +161,17 @@ class STBlock(nn.Module):
         self.norm_ffn = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, int(round(dim * mlp_ratio)))
 
+    def rotate_past(self, keys: Tensor) -> Tensor:
+        """Cached un-rotated keys ``(..., L, head_dim)`` rotated to positions ``0 .. L - 1``."""
+        cos, sin = _rope_cos_sin(keys.shape[-2], self.head_dim, self.rope_base, keys.device)
+        return _apply_rope(keys, cos, sin)
+
     def forward(
-        self, x: Tensor, past: LayerKV | None = None, past_valid: Tensor | None = None
+        self,
+        x: Tensor,
+        past: LayerKV | None = None,
+        past_valid: Tensor | None = None,
+        scratch: LayerKV | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Run the block.
 
@@ -170,6 +179,9 @@ class STBlock(nn.Module):
             x: ``(B, T, S, D)`` tokens of ``T`` consecutive *new* frames.
             past: cached temporal keys/values of the frames immediately before ``x`` (see :class:`KVCache`).
             past_valid: ``(B, L)`` bool validity of the cached frames (False = belongs to a finished episode).
+            scratch: instead of ``past``, for one new frame: :meth:`KVCache.scratch` buffers holding the *rotated*
+                past keys and the values in slots ``0 .. L - 1``; this call writes its frame into slot ``L``. The
+                MaskGIT passes of one frame share them, so the history is neither re-rotated nor copied per pass.
 
         Returns:
             ``(x, k, v)``: the updated tokens ``(B, T, S, D)`` and this call's un-rotated temporal keys/values
@@ -186,16 +198,25 @@ class STBlock(nn.Module):
         # Causal temporal attention: every spatial position is an independent sequence over time.
         h = rearrange(self.norm_temporal(x), "b t s d -> (b s) t d")
         q, k_new, v_new = self.temporal.project(h)
-        k, v = k_new, v_new
-        num_past = 0
-        if past is not None:
-            num_past = past[0].shape[2]
-            k = torch.cat([past[0], k_new], dim=2)
-            v = torch.cat([past[1], v_new], dim=2)
+        if scratch is not None:
+            if t != 1 or past is not None:
+                raise ValueError(f"scratch buffers take one new frame and no past, got {t} frames")
+            k, v = scratch
+            num_past = k.shape[2] - 1
+        else:
+            k, v = k_new, v_new
+            num_past = 0 if past is None else past[0].shape[2]
+            if past is not None:
+                k = torch.cat([past[0], k_new], dim=2)
+                v = torch.cat([past[1], v_new], dim=2)
         # Positions are relative to the oldest frame in view, so they stay in 0 .. W - 1 however long the rollout.
         cos, sin = _rope_cos_sin(num_past + t, self.head_dim, self.rope_base, x.device)
         q = _apply_rope(q, cos[num_past:], sin[num_past:])
-        k = _apply_rope(k, cos, sin)
+        if scratch is not None:
+            k[:, :, num_past:] = _apply_rope(k_new, cos[num_past:], sin[num_past:])
+            v[:, :, num_past:] = v_new
+        else:
+            k = _apply_rope(k, cos, sin)
         mask = temporal_attention_mask(t, num_past, self.context_frames, past_valid, s, x.device)
         is_causal = mask is None and num_past == 0 and t > 1
         h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
@@ -231,6 +252,7 @@ class KVCache:
         self.keys: list[Tensor | None] = [None] * num_layers
         self.values: list[Tensor | None] = [None] * num_layers
         self.valid: Tensor | None = None
+        self._scratch: list[LayerKV | None] = [None] * num_layers
 
     @property
     def num_frames(self) -> int:
@@ -244,8 +266,27 @@ class KVCache:
             return None
         return k, v
 
+    def scratch(self, index: int, rotate: Callable[[Tensor], Tensor]) -> LayerKV | None:
+        """Layer ``index``'s buffers ``((B S), heads, L + 1, head_dim)`` for sampling one new frame repeatedly.
+
+        Slots ``0 .. L - 1`` hold ``rotate(keys)`` and the values, built once per cache state (any change to the
+        cache drops them); slot ``L`` is for the new frame. ``None`` when the layer has no history.
+        """
+        layer = self.layer(index)
+        if layer is None:
+            return None
+        if self._scratch[index] is None:
+            k, v = layer
+            k_buf = k.new_empty(*k.shape[:2], k.shape[2] + 1, k.shape[3])
+            v_buf = v.new_empty(*v.shape[:2], v.shape[2] + 1, v.shape[3])
+            k_buf[:, :, :-1] = rotate(k)
+            v_buf[:, :, :-1] = v
+            self._scratch[index] = (k_buf, v_buf)
+        return self._scratch[index]
+
     def append(self, new: list[tuple[Tensor, Tensor]]) -> None:
         """Append every layer's keys/values of ``T`` new frames (all streams valid) and trim to the window."""
+        self._scratch = [None] * len(self.keys)
         num_new = new[0][0].shape[2]
         for i, (k, v) in enumerate(new):
             old_k, old_v = self.keys[i], self.values[i]
@@ -295,6 +336,7 @@ class KVCache:
         if n == 0 or source.valid is None or source.num_frames == 0:
             self.reset(streams)
             return
+        self._scratch = [None] * len(self.keys)
         num_new = source.num_frames
         if self.max_frames is not None and num_new > self.max_frames:
             raise ValueError(f"source holds {num_new} frames, more than this window's {self.max_frames}")
@@ -384,6 +426,8 @@ class STTransformer(nn.Module):
         """
         new_kv: list[tuple[Tensor, Tensor]] = []
         past_valid = None if cache is None or cache.num_frames == 0 else cache.valid
+        # One new frame over an unchanging history (MaskGIT's passes): rotate and lay out the history once.
+        reuse_past = cache is not None and not update_cache and x.shape[1] == 1 and not torch.is_grad_enabled()
         if block_inputs is not None and len(block_inputs) != len(self.blocks):
             raise ValueError(f"need one block input per block ({len(self.blocks)}), got {len(block_inputs)}")
         for i, block in enumerate(self.blocks):
@@ -392,6 +436,8 @@ class STTransformer(nn.Module):
             past = None if cache is None else cache.layer(i)
             if self.gradient_checkpointing and torch.is_grad_enabled() and past is None:
                 x, k, v = self._gradient_checkpointing_func(block, x)
+            elif reuse_past and past is not None:
+                x, k, v = block(x, None, past_valid, scratch=cache.scratch(i, block.rotate_past))  # type: ignore[union-attr]
             else:
                 x, k, v = block(x, past, past_valid)
             new_kv.append((k, v))
