@@ -184,9 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="record the real simulators and write preview videos and PNG strips",
-        description="Record FetchPush-v4 (three cameras) and ALE/Boxing-v5, then write a preview mp4 and a PNG "
-        "strip of each under --out and print the recording speed.",
+        help="record the real simulators, let the shipped world models imagine them, write videos and PNG strips",
+        description="Record FetchPush-v4 (three cameras) and ALE/Boxing-v5, write a preview mp4 and a PNG strip of "
+        "each under --out and print the recording speed; then every shipped world model that fits a recording "
+        "imagines it from its first frames (real over imagined mp4 and strip; PSNR against copy-last printed).",
     )
     p.add_argument("--out", default="genie-env-demo", help="output directory (default ./genie-env-demo)")
     p.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")

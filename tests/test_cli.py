@@ -46,3 +46,13 @@ def test_demo_writes_videos_and_strips(tmp_path: Path) -> None:
     for path in [*result.videos.values(), *result.strips.values()]:
         assert path.is_file() and path.stat().st_size > 0
     assert set(result.steps_per_second) == {"FetchPush-v4", "ALE/Boxing-v5"}
+
+
+def test_demo_imagines_boxing_with_the_shipped_genie(tmp_path: Path) -> None:
+    from genie_env.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", size=64, steps=12)
+    key = "genie-boxing-tiny (ALE/Boxing-v5)"
+    scores = result.imagined[key]
+    assert 0 < scores["psnr"] <= 100 and 0 < scores["copy_last_psnr"] <= 100 and scores["frames_per_second"] > 0
+    assert result.videos[key].stat().st_size > 0 and result.strips[key].stat().st_size > 0
