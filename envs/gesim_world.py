@@ -172,11 +172,14 @@ class GeSimCore(WorldCore):
         moved[:, :, :3, 3] += shift[:, None] * self.attached[None, :, None]
         return moved
 
+    def memory_frames(self) -> torch.Tensor:
+        """``(B, M)`` episode frame indices the next step's memory is made of (the newest frame last)."""
+        seen = self.count.clamp(max=self.memory_span)
+        return self.memory_table[seen - 1] + (self.count - seen)[:, None]
+
     def _memory(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Memory latents ``(B, V, C, M, h, w)``, states ``(B, M, 8)`` and cameras ``(B, V, M, 4, 4)``."""
-        seen = self.count.clamp(max=self.memory_span)
-        frame = self.memory_table[seen - 1] + (self.count - seen)[:, None]  # (B, M) episode frame indices
-        slot = frame % self.memory_span
+        slot = self.memory_frames() % self.memory_span
         rows = torch.arange(self.num_envs, device=self.device)[:, None]
         latents = rearrange(self.latents[rows, slot], "b m v c h w -> b v c m h w")
         extrinsics = rearrange(self.past_extrinsics[rows, slot], "b m v i j -> b v m i j")
@@ -187,6 +190,7 @@ class GeSimCore(WorldCore):
         actions = actions.to(self.device, torch.float32).reshape(self.num_envs, 4)
         state = self.kinematics.step(self.state, actions)
         cameras = self._cameras(state)
+        memory_frames = self.memory_frames()
         memory, memory_states, memory_cameras = self._memory()
         latents = self.world.predict_next_latents(
             memory,
@@ -210,7 +214,9 @@ class GeSimCore(WorldCore):
         self.count += 1
         self.state = state
         self.previous, self.current = self.current, frames
-        return self._outcomes()
+        out = self._outcomes()
+        out.info["memory_indices"] = memory_frames  # which past frames this step's memory was made of
+        return out
 
     def _outcomes(self) -> CoreStep:
         reward = torch.zeros(self.num_envs)
@@ -319,7 +325,7 @@ class GESimWorldEnv(WorldEnv):
     from the registered id's ``TimeLimit``.
 
     **Info**: ``model_id``, ``task``, ``memory_frames``, ``memory_span``, ``denoise_steps``, ``schedule``,
-    ``step``, ``timing``.
+    ``step``, ``timing``, ``memory_indices`` (the episode frames the step's memory was made of).
 
     Args:
         checkpoint: Bundle directory or shipped asset name.

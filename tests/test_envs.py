@@ -219,7 +219,8 @@ def test_gesim_env_moves_the_tip_and_the_hand_camera(gesim_bundle: Path) -> None
     core: GeSimCore = env.core  # type: ignore[assignment]
     start_cameras = core._cameras(core.state).clone()
     gain = np.array(core.kinematics.gain)
-    obs2, *_ = env.step(np.array([0.5, -0.5, 0.0, 0.0], np.float32))
+    obs2, _, _, _, info = env.step(np.array([0.5, -0.5, 0.0, 0.0], np.float32))
+    assert info["memory_indices"].tolist() == [0, 0, 0]  # only the start frame exists before the first step
     expected = np.clip(obs["state"][:3] + gain * [0.5, -0.5, 0.0], core.kinematics.low, core.kinematics.high)
     np.testing.assert_allclose(obs2["state"][:3], expected, atol=1e-6)
     moved = core._cameras(core.state)

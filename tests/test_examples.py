@@ -25,3 +25,12 @@ def test_genie_imagine(tmp_path: Path) -> None:
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "PSNR per imagined step" in run.stdout and (tmp_path / "imagined.png").is_file()
+
+
+def test_world_env(tmp_path: Path) -> None:
+    script = EXAMPLES / "world_env.py"
+    cmd = [sys.executable, str(script), "--out", str(tmp_path), "--steps", "4", "--ppo-steps", "128"]
+    run = subprocess.run(cmd + ["--maskgit-steps", "1"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "played 4 steps of genie-boxing-tiny" in run.stdout and (tmp_path / "played.png").is_file()
+    assert "PPO trained 128 timesteps" in run.stdout
