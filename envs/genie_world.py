@@ -17,10 +17,10 @@ from gymnasium import spaces
 
 from envs.adapters import WorldEnv, WorldVectorEnv
 from envs.core import REWARD_MODES, CoreStep, RewardMode, WorldCore, head_outcomes
-from envs.loading import load_heads, resolve_world
+from envs.loading import resolve_world
 from genie_env.models.genie.maskgit import MaskGITRollout
 from genie_env.models.genie.world import GenieWorldModel, _check_steps, _check_temperature
-from genie_env.models.heads import WorldHeads
+from genie_env.models.heads import WorldHeads, load_bundle_heads
 from genie_env.start_states import StartStates, frames_to_float
 
 
@@ -158,7 +158,7 @@ def build_genie_core(
         world,
         bank,
         num_envs,
-        heads=load_heads(root),
+        heads=load_bundle_heads(root),
         maskgit_steps=maskgit_steps,
         temperature=temperature,
         reward_mode=reward_mode,

@@ -18,10 +18,10 @@ from gymnasium import spaces
 
 from envs.adapters import WorldEnv, WorldVectorEnv
 from envs.core import REWARD_MODES, CoreStep, RewardMode, WorldCore, head_outcomes
-from envs.loading import load_heads, resolve_world
+from envs.loading import resolve_world
 from genie_env.kinematics import EndEffectorKinematics
 from genie_env.models.gesim.world import GeSimWorldModel, Schedule, decode_future, load_world_model
-from genie_env.models.heads import WorldHeads
+from genie_env.models.heads import WorldHeads, load_bundle_heads
 from genie_env.start_states import StartStates, frames_to_float
 
 FETCH_DISTANCE_THRESHOLD = 0.05
@@ -293,7 +293,7 @@ def build_gesim_core(
         world,
         StartStates.load(root),
         num_envs,
-        heads=load_heads(root),
+        heads=load_bundle_heads(root),
         task=task,
         steps=denoise_steps,
         schedule=schedule,

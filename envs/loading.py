@@ -6,12 +6,8 @@ import os
 from pathlib import Path
 
 from genie_env.assets import ASSETS_DIR, asset_path
-from genie_env.checkpoint import CheckpointError, load_model_dir
+from genie_env.checkpoint import CheckpointError
 from genie_env.models.bundle import WORLD_MODEL_FILE
-from genie_env.models.heads import WorldHeads
-
-HEADS_DIR = "heads"
-"""Folder of the reward/termination/object heads inside a bundle (optional)."""
 
 
 def resolve_world(checkpoint: str | os.PathLike[str]) -> Path:
@@ -29,9 +25,3 @@ def resolve_world(checkpoint: str | os.PathLike[str]) -> Path:
         f"no world model at {str(checkpoint)!r}: expected a bundle directory holding {WORLD_MODEL_FILE} "
         f"or the name of a shipped one ({', '.join(p.parent.name for p in ASSETS_DIR.glob('*/' + WORLD_MODEL_FILE))})"
     )
-
-
-def load_heads(root: str | os.PathLike[str]) -> WorldHeads | None:
-    """The bundle's heads (``heads/``), or ``None`` if it has none."""
-    folder = Path(root) / HEADS_DIR
-    return load_model_dir(folder, WorldHeads) if folder.is_dir() else None

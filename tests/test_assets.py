@@ -45,3 +45,15 @@ def test_genie_boxing_rolls_out_real_frames(atari_dataset: Path) -> None:
     changed = actions[:, 3:7].clone()
     changed[:, 2] = (changed[:, 2] + 1) % 8
     assert torch.equal(roll(changed)[:, :2], first[:, :2])  # a later action never changes earlier frames
+
+
+def test_genie_boxing_reward_head_scores_real_transitions(atari_dataset: Path) -> None:
+    """The shipped reward head loads with the bundle and is scored by genie-env eval's heads metrics."""
+    from genie_env.eval.heads import evaluate_heads
+    from genie_env.models.heads import load_bundle_heads
+
+    heads = load_bundle_heads(asset_path("genie-boxing-tiny"))
+    assert heads is not None and list(heads.config.reward_values) == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    result = evaluate_heads(heads, LeRobotDataset(atari_dataset), 2)
+    assert result["heads_transitions"] == 60
+    assert result["heads_reward_mae"] >= 0 and result["heads_return_error"] >= 0

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from genie_env.data.lerobot import atomic_write_text
+from genie_env.data.lerobot import LeRobotDataset, atomic_write_text
 from genie_env.models.bundle import read_bundle_info
+from genie_env.models.heads import load_bundle_heads
 
 EVALUATORS: dict[str, str] = {
     "genie": "genie_env.eval.genie:evaluate_genie",
@@ -52,6 +53,7 @@ SETTING_KEYS = frozenset(
         "png",
         "genie_env_version",
         "seconds",
+        "heads_transitions",
     }
 )
 
@@ -92,7 +94,8 @@ def evaluate(
         **options: Passed to the evaluator (``png``, ``seed``, ``device``, ``progress``, ``steps``, ...).
 
     Returns:
-        The evaluator's result dict.
+        The evaluator's result dict, plus the ``heads_*`` metrics of :mod:`genie_env.eval.heads` when the bundle
+        ships reward/termination/object heads.
 
     Raises:
         CheckpointError: If ``bundle_dir`` has no readable ``world_model.json``.
@@ -100,6 +103,11 @@ def evaluate(
     """
     info = read_bundle_info(bundle_dir)
     result = get_evaluator(info["type"])(bundle_dir, data_dir, episodes, **options)
+    heads = load_bundle_heads(bundle_dir)
+    if heads is not None:  # the learned rewards an env built on this bundle hands out, on the same episodes
+        from genie_env.eval.heads import evaluate_heads
+
+        result.update(evaluate_heads(heads, LeRobotDataset(data_dir), episodes, device=options.get("device", "cpu")))
     if json_path is not None:
         write_json(json_path, result)
     return result

@@ -23,13 +23,17 @@ so ``save_pretrained`` / ``from_pretrained`` restore them exactly.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
+
+from genie_env.checkpoint import load_model_dir
 
 
 @dataclass
@@ -329,3 +333,17 @@ class WorldHeads(ModelMixin, ConfigMixin):
         if out.object is not None:
             result["object"] = self.denormalize_object(out.object.float())
         return result
+
+
+HEADS_DIR = "heads"
+"""Folder of the heads inside a world-model bundle (optional: a bundle without it has no learned rewards)."""
+
+
+def load_bundle_heads(bundle: str | os.PathLike[str]) -> WorldHeads | None:
+    """The heads shipped in a bundle directory (``heads/``), or ``None`` if it has none.
+
+    Raises:
+        CheckpointError: Naming the path, if ``heads/`` exists but is incomplete or corrupt.
+    """
+    folder = Path(bundle) / HEADS_DIR
+    return load_model_dir(folder, WorldHeads) if folder.is_dir() else None
