@@ -56,8 +56,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds the ``bench`` subcommand (entry point ``genie_env.commands: envs``)."""
+    """Adds the ``bench`` and ``play`` subcommands (entry point ``genie_env.commands: envs``)."""
     from envs.bench import DEFAULT_ENVS, DEFAULT_SECONDS, WORLDS
+
+    _register_play(subparsers)
 
     p = subparsers.add_parser(
         "bench",
@@ -103,3 +105,99 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random actions and start states (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
+
+
+PLAY_DESCRIPTION = (
+    "Play a world env with the keyboard in a pygame window: every camera view side by side above a HUD (env id, "
+    "step, fps and model latency, reward and return, the last action, memory window, sampler steps). Genie: keys "
+    "1..n choose latent actions (sticky until another is chosen); arrows and space choose the latent actions a "
+    "bundle's latent_mapping.json maps them to, when one is shipped. GE-Sim: W/S, A/D, Q/E move the end effector "
+    "along x, y, z while held; Space toggles the gripper; T toggles the trajectory-map overlay. All: P pause, N one "
+    "step while paused, R reset with a new seed, [ ] fewer/more sampler steps, TAB hand control to --policy and "
+    "back, ESC quits. Without a display (SDL_VIDEODRIVER=dummy, or --headless) the same loop runs --steps "
+    "iterations with --keys, the --policy, or random actions, and records. --record writes an mp4 of what the "
+    "window shows; --record-dataset writes the played episodes as a dataset in our LeRobot layout."
+)
+
+PLAY_EXAMPLES = """\
+examples:
+  genie-env play genie_env/Genie-Boxing-v0 --record boxing.mp4
+  genie-env play genie_env/GESim-v0 --checkpoint runs/gesim/bundle --denoise-steps 4 --record-dataset data/played
+  SDL_VIDEODRIVER=dummy genie-env play Genie-Boxing-v0 --steps 40 --keys 0:3,10:5,20:p,25:n --record out.mp4
+"""
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    from envs.play import full_env_id, parse_scripted_keys, play
+
+    env_id = full_env_id(args.env_id)
+    if env_id not in gym.registry:
+        known = sorted(k for k in gym.registry if k.startswith("genie_env/"))
+        raise ValueError(f"unknown env id {args.env_id!r}; world envs: {', '.join(known)}")
+    entry = str(gym.spec(env_id).entry_point)
+    kwargs: dict = {}
+    if args.checkpoint is not None:
+        kwargs["checkpoint"] = args.checkpoint
+    for flag, key, module in (
+        ("maskgit_steps", "maskgit_steps", "genie_world"),
+        ("denoise_steps", "denoise_steps", "gesim_world"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            if module not in entry:
+                raise ValueError(f"--{flag.replace('_', '-')} does not apply to {env_id} ({entry})")
+            kwargs[key] = value
+    if args.device is not None:
+        kwargs["device"] = args.device
+    result = play(
+        env_id,
+        seed=args.seed,
+        fps=args.fps,
+        record=args.record,
+        record_dataset=args.record_dataset,
+        policy=args.policy,
+        steps=args.steps,
+        size=args.size,
+        scripted_keys=parse_scripted_keys(args.keys) if args.keys else None,
+        headless=True if args.headless else None,
+        env_kwargs=kwargs,
+    )
+    returns = ", ".join(f"{r:+.3f}" for r in result.returns)
+    print(f"{env_id}: {result.steps} steps, {result.episodes} episodes, {result.frames} frames; returns {returns}")
+    for path in (result.video, result.dataset):
+        if path is not None:
+            print(f"-> {path}")
+    return 0
+
+
+def _register_play(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "play",
+        help="play a world env with the keyboard (pygame window, HUD, mp4 / dataset recording)",
+        description=textwrap.fill(PLAY_DESCRIPTION, 100),
+        epilog=PLAY_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("env_id", metavar="ENV_ID", help="a world env id, e.g. genie_env/Genie-Boxing-v0 (prefix optional)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first reset; R uses seed+1, ... (default 0)")
+    p.add_argument("--fps", type=float, default=None, help="window pace and mp4 rate (default: the env's render_fps)")
+    p.add_argument("--record", metavar="FILE.mp4", default=None, help="write an mp4 of what the window shows")
+    p.add_argument(
+        "--record-dataset", metavar="DIR", default=None, help="write the played episodes as a LeRobot-layout dataset"
+    )
+    p.add_argument("--policy", metavar="PATH.zip", default=None, help="a stable-baselines3 model (TAB: its turn)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="loop iterations, then stop (default: until ESC; required head-less)"
+    )
+    p.add_argument("--size", type=int, default=4, help="integer upscale of the views (default 4)")
+    p.add_argument("--checkpoint", metavar="DIR", default=None, help="bundle directory (for Genie-v0 / GESim-v0)")
+    p.add_argument("--maskgit-steps", type=int, default=None, help="Genie MaskGIT steps per frame (default: bundle)")
+    p.add_argument("--denoise-steps", type=int, default=None, help="GE-Sim sampler steps per frame (default: bundle)")
+    p.add_argument("--device", default=None, help="torch device of the world model (default cpu)")
+    p.add_argument("--headless", action="store_true", help="no window even where a display exists")
+    p.add_argument(
+        "--keys", metavar="I:KEY,...", default=None, help="scripted key presses by loop iteration, e.g. 0:w,3:p,4:n"
+    )
+    p.set_defaults(func=_cmd_play)
