@@ -131,7 +131,7 @@ class GeSimVAEConfig:
     """The ``gesim-vae`` component: GE-Sim's Wan VAE trained to reconstruct single frames.
 
     Attributes:
-        preset: VAE size (:data:`genie_env.models.gesim.VAE_PRESETS`: ``"tiny"`` or ``"paper"``).
+        preset: VAE size (:data:`genie_env.models.gesim.VAE_PRESETS`: ``"tiny"``, ``"small"`` or ``"paper"``).
         resolution: Resize frames to this square size before encoding (``None``: as recorded). Must be a
             multiple of the VAE's spatial factor (8).
         l1_weight: Weight of the mean absolute reconstruction error.
