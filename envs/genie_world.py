@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -138,32 +138,27 @@ class GenieCore(WorldCore):
         }
 
 
+class GenieOptions(TypedDict, total=False):
+    """Keyword options of every Genie env (see :class:`GenieWorldEnv`)."""
+
+    device: torch.device | str
+    maskgit_steps: int | None
+    temperature: float | None
+    reward_mode: RewardMode
+
+
 def build_genie_core(
-    checkpoint: str | os.PathLike[str],
-    num_envs: int = 1,
-    *,
-    device: torch.device | str = "cpu",
-    maskgit_steps: int | None = None,
-    temperature: float | None = None,
-    reward_mode: RewardMode = "mean",
+    checkpoint: str | os.PathLike[str], num_envs: int = 1, **options: Unpack[GenieOptions]
 ) -> GenieCore:
     """A :class:`GenieCore` from a bundle directory or a shipped asset name (e.g. ``"genie-boxing-tiny"``).
 
     The bundle must hold ``start_states.safetensors``; ``heads/`` is optional (without it rewards are 0).
     """
     root = resolve_world(checkpoint)
+    device = options.get("device", "cpu")
     world = GenieWorldModel.from_pretrained(root, device=device)
-    bank = StartStates.load(root)
     return GenieCore(
-        world,
-        bank,
-        num_envs,
-        heads=load_bundle_heads(root),
-        maskgit_steps=maskgit_steps,
-        temperature=temperature,
-        reward_mode=reward_mode,
-        device=device,
-        model_id=Path(root).name,
+        world, StartStates.load(root), num_envs, heads=load_bundle_heads(root), model_id=Path(root).name, **options
     )
 
 
@@ -206,21 +201,9 @@ class GenieWorldEnv(WorldEnv):
         self,
         checkpoint: str | os.PathLike[str] = "genie-boxing-tiny",
         render_mode: str | None = None,
-        *,
-        device: torch.device | str = "cpu",
-        maskgit_steps: int | None = None,
-        temperature: float | None = None,
-        reward_mode: RewardMode = "mean",
+        **options: Unpack[GenieOptions],
     ) -> None:
-        core = build_genie_core(
-            checkpoint,
-            1,
-            device=device,
-            maskgit_steps=maskgit_steps,
-            temperature=temperature,
-            reward_mode=reward_mode,
-        )
-        super().__init__(core, render_mode)
+        super().__init__(build_genie_core(checkpoint, 1, **options), render_mode)
 
 
 class GenieWorldVectorEnv(WorldVectorEnv):
@@ -240,18 +223,6 @@ class GenieWorldVectorEnv(WorldVectorEnv):
         checkpoint: str | os.PathLike[str] = "genie-boxing-tiny",
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
-        *,
-        device: torch.device | str = "cpu",
-        maskgit_steps: int | None = None,
-        temperature: float | None = None,
-        reward_mode: RewardMode = "mean",
+        **options: Unpack[GenieOptions],
     ) -> None:
-        core = build_genie_core(
-            checkpoint,
-            num_envs,
-            device=device,
-            maskgit_steps=maskgit_steps,
-            temperature=temperature,
-            reward_mode=reward_mode,
-        )
-        super().__init__(core, max_episode_steps, render_mode)
+        super().__init__(build_genie_core(checkpoint, num_envs, **options), max_episode_steps, render_mode)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -275,32 +275,32 @@ def _select_task(bank: StartStates, task: str | None) -> StartStates:
     return bank.select(rows)
 
 
+class GeSimOptions(TypedDict, total=False):
+    """Keyword options of every GE-Sim env (see :class:`GESimWorldEnv`)."""
+
+    task: str | None
+    device: torch.device | str
+    denoise_steps: int | None
+    schedule: Schedule | None
+    memory_span: int
+    reward_mode: RewardMode
+
+
 def build_gesim_core(
-    checkpoint: str | os.PathLike[str],
-    num_envs: int = 1,
-    *,
-    task: str | None = None,
-    device: torch.device | str = "cpu",
-    denoise_steps: int | None = None,
-    schedule: Schedule | None = None,
-    memory_span: int = 32,
-    reward_mode: RewardMode = "mean",
+    checkpoint: str | os.PathLike[str], num_envs: int = 1, **options: Unpack[GeSimOptions]
 ) -> GeSimCore:
     """A :class:`GeSimCore` from a bundle directory or a shipped asset name."""
     root = resolve_world(checkpoint)
-    world = load_world_model(root, device=device)
+    world = load_world_model(root, device=options.get("device", "cpu"))
+    steps = options.pop("denoise_steps", None)
     return GeSimCore(
         world,
         StartStates.load(root),
         num_envs,
         heads=load_bundle_heads(root),
-        task=task,
-        steps=denoise_steps,
-        schedule=schedule,
-        memory_span=memory_span,
-        reward_mode=reward_mode,
-        device=device,
+        steps=steps,
         model_id=Path(root).name,
+        **options,  # type: ignore[arg-type]
     )
 
 
@@ -342,28 +342,9 @@ class GESimWorldEnv(WorldEnv):
     """
 
     def __init__(
-        self,
-        checkpoint: str | os.PathLike[str],
-        render_mode: str | None = None,
-        *,
-        task: str | None = None,
-        device: torch.device | str = "cpu",
-        denoise_steps: int | None = None,
-        schedule: Schedule | None = None,
-        memory_span: int = 32,
-        reward_mode: RewardMode = "mean",
+        self, checkpoint: str | os.PathLike[str], render_mode: str | None = None, **options: Unpack[GeSimOptions]
     ) -> None:
-        core = build_gesim_core(
-            checkpoint,
-            1,
-            task=task,
-            device=device,
-            denoise_steps=denoise_steps,
-            schedule=schedule,
-            memory_span=memory_span,
-            reward_mode=reward_mode,
-        )
-        super().__init__(core, render_mode)
+        super().__init__(build_gesim_core(checkpoint, 1, **options), render_mode)
 
 
 class GESimWorldVectorEnv(WorldVectorEnv):
@@ -383,22 +364,6 @@ class GESimWorldVectorEnv(WorldVectorEnv):
         checkpoint: str | os.PathLike[str] = "",
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
-        *,
-        task: str | None = None,
-        device: torch.device | str = "cpu",
-        denoise_steps: int | None = None,
-        schedule: Schedule | None = None,
-        memory_span: int = 32,
-        reward_mode: RewardMode = "mean",
+        **options: Unpack[GeSimOptions],
     ) -> None:
-        core = build_gesim_core(
-            checkpoint,
-            num_envs,
-            task=task,
-            device=device,
-            denoise_steps=denoise_steps,
-            schedule=schedule,
-            memory_span=memory_span,
-            reward_mode=reward_mode,
-        )
-        super().__init__(core, max_episode_steps, render_mode)
+        super().__init__(build_gesim_core(checkpoint, num_envs, **options), max_episode_steps, render_mode)

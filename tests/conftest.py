@@ -29,3 +29,29 @@ def atari_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data") / "boxing"
     collect("ALE/Boxing-v5", 2, root, seed=0, size=64, policy="scripted", max_steps=30, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def gesim_bundle(tmp_path_factory: pytest.TempPathFactory, fetch_dataset: Path) -> Path:
+    """An untrained tiny GE-Sim bundle (2 blocks, 2 Euler steps) with a start bank of the FetchPush fixture.
+
+    World-model envs, play and the bench check contracts that do not depend on training.
+    """
+    import torch
+
+    from genie_env.models.gesim import build_dit, build_vae
+    from genie_env.models.gesim.world import GeSimWorldModel
+    from genie_env.start_states import START_STATES_FILE, build_start_states
+
+    torch.manual_seed(0)
+    world = GeSimWorldModel(
+        build_vae("tiny"),
+        build_dit("tiny", num_layers=2, num_tasks=2),
+        cameras=["front", "side", "hand"],
+        n_memory=3,
+        steps=2,
+        tasks=["push the block to the goal"],
+    )
+    root = world.save_pretrained(tmp_path_factory.mktemp("bundles") / "gesim")
+    build_start_states(fetch_dataset).save(root / START_STATES_FILE)
+    return root

@@ -9,13 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from envs.bench import format_table, run_bench
 from genie_env.cli import main
-from genie_env.models.gesim import build_dit, build_vae
-from genie_env.models.gesim.world import GeSimWorldModel
-from genie_env.start_states import START_STATES_FILE, build_start_states
 
 RECORD_KEYS = {
     "world",
@@ -31,23 +27,6 @@ RECORD_KEYS = {
     "settings",
 }
 WORLD_KEYS = RECORD_KEYS | {"checkpoint", "real", "real_steps_per_s", "ratio_vs_real", "model_latency_ms_mean"}
-
-
-@pytest.fixture(scope="module")
-def gesim_bundle(tmp_path_factory: pytest.TempPathFactory, fetch_dataset: Path) -> Path:
-    """An untrained tiny GE-Sim bundle (2 blocks, 2 Euler steps) with a bank of the fixture's 3 episodes."""
-    torch.manual_seed(0)
-    world = GeSimWorldModel(
-        build_vae("tiny"),
-        build_dit("tiny", num_layers=2, num_tasks=2),
-        cameras=["front", "side", "hand"],
-        n_memory=3,
-        steps=2,
-        tasks=["push the block to the goal"],
-    )
-    root = world.save_pretrained(tmp_path_factory.mktemp("bundles") / "gesim")
-    build_start_states(fetch_dataset).save(root / START_STATES_FILE)
-    return root
 
 
 def test_bench_json_rates_and_ratios(tmp_path: Path, gesim_bundle: Path) -> None:

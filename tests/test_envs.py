@@ -21,29 +21,11 @@ from envs.genie_world import GenieCore, build_genie_core
 from envs.gesim_world import GeSimCore
 from envs.sb3 import SB3WorldVecEnv
 from genie_env.assets import ASSETS_DIR
-from genie_env.models.gesim import build_dit, build_vae
 from genie_env.models.gesim.world import GeSimWorldModel
 from genie_env.registration import ENV_IDS, NAMESPACE
-from genie_env.start_states import START_STATES_FILE, StartStates, build_start_states
+from genie_env.start_states import StartStates
 
 FAST = {"maskgit_steps": 2, "temperature": 1.0}  # sampled (so seeds matter), and quick
-
-
-@pytest.fixture(scope="module")
-def gesim_bundle(tmp_path_factory: pytest.TempPathFactory, fetch_dataset: Path) -> Path:
-    """An untrained tiny GE-Sim bundle (2 blocks, 2 Euler steps) with a bank of the fixture's 3 episodes."""
-    torch.manual_seed(0)
-    world = GeSimWorldModel(
-        build_vae("tiny"),
-        build_dit("tiny", num_layers=2, num_tasks=2),
-        cameras=["front", "side", "hand"],
-        n_memory=3,
-        steps=2,
-        tasks=["push the block to the goal"],
-    )
-    root = world.save_pretrained(tmp_path_factory.mktemp("bundles") / "gesim")
-    build_start_states(fetch_dataset).save(root / START_STATES_FILE)
-    return root
 
 
 def _shipped(env_id: str) -> bool:

@@ -21,29 +21,9 @@ from envs.play import load_policy, overlay_trajectory_maps, parse_scripted_keys,
 from genie_env.assets import asset_path
 from genie_env.cli import main
 from genie_env.data.lerobot import LeRobotDataset
-from genie_env.models.gesim import build_dit, build_vae
-from genie_env.models.gesim.world import GeSimWorldModel
-from genie_env.start_states import START_STATES_FILE, build_start_states
 
 GENIE = "genie_env/Genie-Boxing-v0"
 GENIE_FAST = {"maskgit_steps": 1}
-
-
-@pytest.fixture(scope="module")
-def gesim_bundle(tmp_path_factory: pytest.TempPathFactory, fetch_dataset: Path) -> Path:
-    """An untrained tiny GE-Sim bundle (2 blocks) with a bank of the fixture's 3 episodes."""
-    torch.manual_seed(0)
-    world = GeSimWorldModel(
-        build_vae("tiny"),
-        build_dit("tiny", num_layers=2, num_tasks=2),
-        cameras=["front", "side", "hand"],
-        n_memory=3,
-        steps=2,
-        tasks=["push the block to the goal"],
-    )
-    root = world.save_pretrained(tmp_path_factory.mktemp("bundles") / "gesim")
-    build_start_states(fetch_dataset).save(root / START_STATES_FILE)
-    return root
 
 
 def test_genie_pause_step_reset_sampler_keys_and_recordings(tmp_path: Path) -> None:
