@@ -1,0 +1,117 @@
+"""``genie-env latent-mapping`` and ``genie-env real-eval`` (entry point ``genie_env.commands: agents``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from genie_env.data.lerobot import atomic_write_text
+
+LATENT_MAPPING_EXAMPLES = """\
+examples:
+  genie-env latent-mapping genie_env/assets/genie-boxing-tiny --data data/boxing_train --episodes 10 --out map.json
+  genie-env latent-mapping BUNDLE --data data/boxing_train --out map.json --play-out BUNDLE   # for genie-env play
+"""
+
+REAL_EVAL_EXAMPLES = """\
+examples:
+  genie-env real-eval --policy random --env FetchReach-v4 --episodes 100 --seed 0 --json reach_random.json
+  genie-env real-eval --policy runs/boxing/policy.zip --env ALE/Boxing-v5 --episodes 100 --seed 0 \\
+      --latent-mapping map.json --json boxing.json
+"""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _cmd_latent_mapping(args: argparse.Namespace) -> int:
+    import torch
+
+    from agents.latent_mapping import fit_latent_mapping
+    from genie_env.models.genie.world import GenieWorldModel
+
+    torch.manual_seed(0)
+    world = GenieWorldModel.from_pretrained(args.bundle, device=args.device).eval()
+    mapping = fit_latent_mapping(world, args.data, args.episodes, args.max_transitions)
+    mapping.save(args.out)
+    print(f"{mapping.num_transitions} transitions, {mapping.num_latent} latent x {mapping.num_real} real actions")
+    names = mapping.real_action_names or [str(a) for a in range(mapping.num_real)]
+    for z, a in enumerate(mapping.latent_to_real):
+        print(f"  latent {z} -> {names[a]}")
+    print(f"-> {args.out}")
+    if args.play_out is not None:
+        print(f"-> {mapping.save_play_mapping(args.play_out)}")
+    return 0
+
+
+def _cmd_real_eval(args: argparse.Namespace) -> int:
+    from agents.real_eval import real_eval
+
+    result = real_eval(
+        args.policy,
+        args.env,
+        args.episodes,
+        args.seed,
+        latent_mapping=args.latent_mapping,
+        max_steps=args.max_steps,
+    )
+    atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+    low, high = result["ci95_low"], result["ci95_high"]
+    ci = f"[{low:.2f}, {high:.2f}]" if low is not None else "n/a (1 episode)"
+    line = f"{args.env} {result['policy']}: mean return {result['mean_return']:.2f}, 95% CI {ci}"
+    if result["success_rate"] is not None:
+        lo, hi = result["success_ci95"]
+        line += f", success {result['success_rate']:.1%} [{lo:.1%}, {hi:.1%}]"
+    print(line)
+    print(f"-> {args.json}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``latent-mapping`` and ``real-eval`` subcommands."""
+    p = subparsers.add_parser(
+        "latent-mapping",
+        help="map a Genie world's latent actions to real actions from a labelled recording",
+        description="Label each transition of a recording with the bundle's latent action model, count latent x "
+        "real actions and write the mapping (counts, latent_to_real, real_to_latent) as JSON.",
+        epilog=LATENT_MAPPING_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="Genie bundle directory")
+    p.add_argument("--data", required=True, metavar="DATASET", help="LeRobot recording with screen and actions")
+    p.add_argument("--episodes", type=_positive, default=None, metavar="N", help="first N episodes (default all)")
+    p.add_argument("--max-transitions", type=_positive, default=None, metavar="N", help="stop after N transitions")
+    p.add_argument("--out", required=True, metavar="FILE.json", help="where to write the mapping")
+    p.add_argument(
+        "--play-out",
+        default=None,
+        metavar="PATH",
+        help="also write the {REAL_ACTION: latent} file genie-env play reads (a directory gets latent_mapping.json)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.set_defaults(func=_cmd_latent_mapping)
+
+    p = subparsers.add_parser(
+        "real-eval",
+        help="evaluate a policy in the real simulator (mean return, success rate, 95%% intervals)",
+        description="Run a policy in the real simulator with the world envs' observation format; episode i is "
+        "reset with seed + i. Writes the result as JSON.",
+        epilog=REAL_EVAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--policy", required=True, metavar="PATH.zip|random", help="SB3 model zip or 'random'")
+    p.add_argument("--env", required=True, metavar="ENV_ID", help="real env id, e.g. FetchReach-v4, ALE/Boxing-v5")
+    p.add_argument("--episodes", type=_positive, default=100, metavar="N", help="episodes (default 100)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="episode i is reset with S + i (default 0)")
+    p.add_argument("--json", required=True, metavar="OUT", help="where to write the result (JSON)")
+    p.add_argument("--latent-mapping", default=None, metavar="FILE", help="latent mapping JSON for Genie policies")
+    p.add_argument("--max-steps", type=_positive, default=None, metavar="N", help="cap on the episode length")
+    p.set_defaults(func=_cmd_real_eval)
