@@ -75,8 +75,53 @@ def _cmd_real_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_imagine(args: argparse.Namespace) -> int:
+    from agents.imagination import train_in_imagination
+
+    env_kwargs = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    if args.maskgit_steps is not None:
+        env_kwargs["maskgit_steps"] = args.maskgit_steps
+    if args.denoise_steps is not None:
+        env_kwargs["denoise_steps"] = args.denoise_steps
+    algo_kwargs = {"n_steps": args.n_steps} if args.algo == "PPO" else {}
+    result = train_in_imagination(
+        args.env_id,
+        args.out,
+        algo=args.algo,
+        total_steps=args.steps,
+        num_envs=args.num_envs,
+        seed=args.seed,
+        algo_kwargs=algo_kwargs,
+        env_kwargs=env_kwargs,
+        progress=not args.no_progress,
+    )
+    mean = sum(r[1] for r in result.returns[-10:]) / max(len(result.returns[-10:]), 1)
+    print(f"{result.timesteps} steps in imagination, {len(result.returns)} episodes, last-10 mean return {mean:.3f}")
+    print(f"-> {result.policy}" + (f", {result.curve}" if result.curve else ""))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds the ``latent-mapping`` and ``real-eval`` subcommands."""
+    """Adds the ``imagine``, ``latent-mapping`` and ``real-eval`` subcommands."""
+    p = subparsers.add_parser(
+        "imagine",
+        help="train a stable-baselines3 agent inside a world-model env",
+        description="Train PPO (or SAC) only inside a registered world env through the batched SB3 VecEnv; "
+        "writes OUT/policy.zip, checkpoints, TensorBoard logs, returns.csv and learning_curve.png.",
+    )
+    p.add_argument("env_id", metavar="ENV_ID", help="world env id, e.g. genie_env/Genie-Boxing-v0")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--algo", choices=["PPO", "SAC"], default="PPO", help="algorithm (default PPO)")
+    p.add_argument("--steps", type=_positive, default=10_000, help="env steps over all envs (default 10000)")
+    p.add_argument("--num-envs", type=_positive, default=8, help="worlds stepped as one batch (default 8)")
+    p.add_argument("--n-steps", type=_positive, default=64, help="PPO rollout length per env (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--checkpoint", default=None, help="bundle for Genie-v0 / GESim-v0")
+    p.add_argument("--maskgit-steps", type=_positive, default=None, help="Genie MaskGIT steps")
+    p.add_argument("--denoise-steps", type=_positive, default=None, help="GE-Sim sampler steps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_imagine)
+
     p = subparsers.add_parser(
         "latent-mapping",
         help="map a Genie world's latent actions to real actions from a labelled recording",

@@ -178,3 +178,26 @@ def test_cli(atari_dataset: Path, tmp_path: Path) -> None:
     assert main([*args, "--max-steps", "5", "--json", str(result), "--latent-mapping", str(out)]) == 0
     data = json.loads(result.read_text())
     assert data["episodes"] == 2 and data["lengths"] == [5, 5]
+
+
+def test_train_in_imagination_writes_policy_curve_and_returns(tmp_path: Path) -> None:
+    from agents.imagination import train_in_imagination
+
+    result = train_in_imagination(
+        "genie_env/Genie-Boxing-v0",
+        tmp_path / "run",
+        total_steps=64,
+        num_envs=4,
+        checkpoint_every=32,
+        algo_kwargs={"n_steps": 16, "batch_size": 32, "n_epochs": 1},
+        env_kwargs={"maskgit_steps": 1, "max_episode_steps": 6},
+        progress=False,
+    )
+    assert result.timesteps == 64 and result.policy.is_file()
+    # 4 envs x 16 steps with 6-step imagined episodes: every env finishes twice.
+    assert len(result.returns) == 8 and all(length == 6 for _, _, length in result.returns)
+    assert result.curve is not None and result.curve.is_file()
+    assert (tmp_path / "run" / "returns.csv").read_text().count("\n") == 9
+    assert list((tmp_path / "run" / "checkpoints").glob("policy_*_steps.zip"))
+    with pytest.raises(ValueError, match="SAC needs continuous actions"):
+        train_in_imagination("genie_env/Genie-Boxing-v0", tmp_path / "sac", algo="SAC", total_steps=8, num_envs=1)
