@@ -230,3 +230,20 @@ def test_gesim_memory_is_a_bounded_ring_with_the_newest_frame(gesim_bundle: Path
         core.step(torch.zeros(2, 4))
     assert core.count.tolist() == [13, 9]
     assert core.latents.shape[1] == 5 and torch.isfinite(core.current).all()
+
+
+@pytest.mark.slow
+def test_ten_thousand_steps_keep_memory_flat_and_frames_finite() -> None:
+    """The long-rollout check of the env issue: RSS after 10,000 steps stays within 64 MB of RSS after 1,000."""
+    import resource
+
+    env = gym.make("genie_env/Genie-Boxing-v0", max_episode_steps=None, maskgit_steps=1).unwrapped
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for step in range(10_000):
+        obs, *_ = env.step(int(rng.integers(0, 8)))
+        if step == 999:
+            after_1000 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - after_1000 < 64 * 1024
+    assert obs.dtype == np.uint8 and env.core is not None and torch.isfinite(env.core.current).all()
+    env.close()
