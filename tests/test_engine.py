@@ -356,8 +356,9 @@ def test_ctrl_c_saves_checkpoint(
     assert resumed.losses == {5: ref.losses[5], 6: ref.losses[6]}
 
 
-def test_sigint_saves_checkpoint(fetch_dataset: Path, tmp_path: Path) -> None:
-    """A real Ctrl-C (SIGINT) to ``genie-env train`` writes a checkpoint and exits with 130."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_saves_checkpoint(fetch_dataset: Path, tmp_path: Path, signum: int) -> None:
+    """A real Ctrl-C (SIGINT) or SIGTERM to ``genie-env train`` writes a checkpoint and exits with 130."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "genie_env", "train", "gesim-vae", "--data", str(fetch_dataset)]
     command += ["--out", str(out), "--steps", "100000", "--no-progress", "--set", "train.log_every=1"]

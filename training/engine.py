@@ -15,7 +15,7 @@ Exact resume. The data order is a seeded permutation per epoch (:class:`EpochSam
 ``WindowDataset.set_epoch``), and a checkpoint stores the models, the optimizer, the schedule, the EMA models,
 the Python / NumPy / torch RNG states of every process and the position in the data (epoch, steps into it).
 ``resume=True`` restores all of it, so the steps after a resume compute exactly the losses an uninterrupted run
-computes. Ctrl-C (``KeyboardInterrupt``) writes a checkpoint of the last completed step before exiting.
+computes. Ctrl-C (SIGINT) or SIGTERM writes a checkpoint of the last completed step before exiting.
 
 Run directory layout::
 
@@ -29,8 +29,11 @@ from __future__ import annotations
 import copy
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +163,40 @@ class TrainResult:
 
 
 # --- the trainer -----------------------------------------------------------------------------------------
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM as a stop request that a training loop honours at the next step boundary.
+
+    The handler raises ``KeyboardInterrupt`` at once (a long step stops promptly) *and* remembers the request: a
+    ``KeyboardInterrupt`` raised while Python happens to run a finaliser (e.g. a video reader's generator being
+    closed) is printed and swallowed by the interpreter, so :meth:`check` raises again after the step.
+    Handlers are only installed from the main thread, and the previous ones are restored afterwards.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def check(self) -> None:
+        """Raises ``KeyboardInterrupt`` if a stop was requested."""
+        if self.signal is not None:
+            raise KeyboardInterrupt(f"signal {self.signal}")
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 class Trainer:
@@ -304,40 +341,10 @@ class Trainer:
             dynamic_ncols=True,
             disable=not (self.progress and acc.is_main_process),
         )
-        window_start, window_steps = time.perf_counter(), 0
+        stop = _StopRequest()
         try:
-            while self.step < cfg.steps:
-                batch = self._next_batch()
-
-                # 1. Forward, backward, update.
-                self.component.train()
-                loss, logs = self.component(batch)
-                acc.backward(loss)
-                grad_norm = acc.clip_grad_norm_(self.params, cfg.grad_clip) if cfg.grad_clip > 0 else None
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self._update_ema()
-                self.step, self.epoch_steps = self.step + 1, self.epoch_steps + 1
-                result.losses[self.step] = float(logs.get("train/loss", loss.item()))
-
-                # 2. Progress bar and logs.
-                window_steps += 1
-                samples_per_s = window_steps * global_batch / max(time.perf_counter() - window_start, 1e-9)
-                bar.set_postfix({"loss": f"{result.losses[self.step]:.4f}", "samples/s": f"{samples_per_s:.1f}"})
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    extra = {"train/lr": self.scheduler.get_last_lr()[0], "perf/samples_per_s": samples_per_s}
-                    if grad_norm is not None:
-                        extra["train/grad_norm"] = float(grad_norm)
-                    self._log({**logs, **extra})
-                    window_start, window_steps = time.perf_counter(), 0
-
-                # 3. Samples and checkpoints.
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self._log_samples()
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save()
+            with stop.installed():
+                self._train_loop(cfg, acc, bar, result, global_batch, stop)
         except KeyboardInterrupt:
             bar.close()
             if self._saved_step != self.step:
@@ -352,6 +359,51 @@ class Trainer:
         acc.end_training()
         result.step, result.checkpoint = self.step, self.last_checkpoint
         return result
+
+    def _train_loop(
+        self,
+        cfg: TrainConfig,
+        acc: Accelerator,
+        bar: Any,
+        result: TrainResult,
+        global_batch: int,
+        stop: _StopRequest,
+    ) -> None:
+        """Steps until ``config.steps``; raises ``KeyboardInterrupt`` at a step boundary once a stop is requested."""
+        window_start, window_steps = time.perf_counter(), 0
+        while self.step < cfg.steps:
+            batch = self._next_batch()
+
+            # 1. Forward, backward, update.
+            self.component.train()
+            loss, logs = self.component(batch)
+            acc.backward(loss)
+            grad_norm = acc.clip_grad_norm_(self.params, cfg.grad_clip) if cfg.grad_clip > 0 else None
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self._update_ema()
+            self.step, self.epoch_steps = self.step + 1, self.epoch_steps + 1
+            result.losses[self.step] = float(logs.get("train/loss", loss.item()))
+
+            # 2. Progress bar and logs.
+            window_steps += 1
+            samples_per_s = window_steps * global_batch / max(time.perf_counter() - window_start, 1e-9)
+            bar.set_postfix({"loss": f"{result.losses[self.step]:.4f}", "samples/s": f"{samples_per_s:.1f}"})
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                extra = {"train/lr": self.scheduler.get_last_lr()[0], "perf/samples_per_s": samples_per_s}
+                if grad_norm is not None:
+                    extra["train/grad_norm"] = float(grad_norm)
+                self._log({**logs, **extra})
+                window_start, window_steps = time.perf_counter(), 0
+
+            # 3. Samples and checkpoints.
+            if cfg.sample_every and self.step % cfg.sample_every == 0:
+                self._log_samples()
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save()
+            stop.check()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
