@@ -125,44 +125,49 @@ class WorldCore(ABC):
         self.steps[torch.as_tensor(env_ids, dtype=torch.long)] = 0
 
 
-def head_outcomes(
+def head_step(
     predictions: dict[str, torch.Tensor],
-    reward_values: torch.Tensor | None,
+    reward_table: torch.Tensor | None,
     mode: RewardMode,
     generator: torch.Generator,
-) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, torch.Tensor]]:
-    """Rewards and terminations from learned head predictions (:meth:`genie_env.models.heads.WorldHeads.predict`).
+    num_envs: int,
+) -> CoreStep:
+    """A step's rewards and terminations from learned heads (:meth:`genie_env.models.heads.WorldHeads.predict`).
 
     DIAMOND and IRIS sample reward and termination; ``"mean"`` (the default of our envs) gives the expected reward
     instead, a lower-variance signal for policy gradients, and terminates where the probability exceeds 1/2.
+    Without a head (empty ``predictions``) the reward is 0 and nothing terminates.
 
     Args:
-        predictions: ``reward_probs (B, K)``, ``reward_mean (B,)``, ``termination_prob (B,)`` where present.
-        reward_values: ``(K,)`` the reward of every class.
+        predictions: ``reward_probs (B, K)``, ``termination_prob (B,)`` where present (``{}``: no heads).
+        reward_table: ``(K,)`` the reward of every class (``WorldHeads.reward_table``).
         mode: ``"mean"``: expected reward, terminate if p > 0.5; ``"mode"``: the most likely reward, terminate if
             p > 0.5; ``"sample"``: both drawn with ``generator``.
         generator: Torch generator for ``"sample"``.
+        num_envs: ``B``.
 
     Returns:
-        ``(reward or None, terminated or None, info)``; ``info`` holds the probabilities.
+        Rewards and terminations on the CPU; ``info`` holds the probabilities.
     """
-    reward = terminated = None
-    info: dict[str, torch.Tensor] = {}
-    if "reward_probs" in predictions and reward_values is not None:
+    reward = torch.zeros(num_envs)
+    terminated = torch.zeros(num_envs, dtype=torch.bool)
+    info: dict[str, Any] = {}
+    if "reward_probs" in predictions and reward_table is not None:
         probs = predictions["reward_probs"]
         info["reward_probs"] = probs
-        values = reward_values.to(probs.device, probs.dtype)
+        values = reward_table.to(probs.device, probs.dtype)
         if mode == "mean":
-            reward = (probs * values).sum(dim=-1)
+            expected = (probs * values).sum(dim=-1)
         elif mode == "mode":
-            reward = values[probs.argmax(dim=-1)]
+            expected = values[probs.argmax(dim=-1)]
         else:
-            reward = values[torch.multinomial(probs, 1, generator=generator)[:, 0]]
+            expected = values[torch.multinomial(probs, 1, generator=generator)[:, 0]]
+        reward = expected.float().cpu()
     if "termination_prob" in predictions:
         p = predictions["termination_prob"]
         info["termination_prob"] = p
         if mode == "sample":
-            terminated = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p
+            terminated = (torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p).cpu()
         else:
-            terminated = p > 0.5
-    return reward, terminated, info
+            terminated = (p > 0.5).cpu()
+    return CoreStep(reward, terminated, info)

@@ -16,7 +16,7 @@ import torch
 from gymnasium import spaces
 
 from envs.adapters import WorldEnv, WorldVectorEnv
-from envs.core import REWARD_MODES, CoreStep, RewardMode, WorldCore, head_outcomes
+from envs.core import REWARD_MODES, CoreStep, RewardMode, WorldCore, head_step
 from envs.loading import resolve_world
 from genie_env.models.genie.maskgit import MaskGITRollout
 from genie_env.models.genie.world import GenieWorldModel, _check_steps, _check_temperature
@@ -39,7 +39,7 @@ class GenieCore(WorldCore):
         heads: Reward/termination heads, or ``None`` (reward 0, never terminates).
         maskgit_steps: MaskGIT steps per frame (default: the bundle's).
         temperature: Sampling temperature, 0 = argmax (default: the bundle's).
-        reward_mode: ``"mean"``, ``"mode"`` or ``"sample"`` (see :func:`envs.core.head_outcomes`).
+        reward_mode: ``"mean"``, ``"mode"`` or ``"sample"`` (see :func:`envs.core.head_step`).
         device: Torch device.
         model_id: Name reported in ``info``.
     """
@@ -83,10 +83,8 @@ class GenieCore(WorldCore):
         self.decode_cache = world.tokenizer.new_decode_cache(self.num_envs)
         self.current = torch.zeros(self.num_envs, c, h, w, device=self.device)
         self.previous = torch.zeros_like(self.current)
-        self.reward_values = None
         if heads is not None:
             self.heads = heads.to(self.device).eval()
-            self.reward_values = torch.tensor(heads.config.reward_values, dtype=torch.float32)
 
     @torch.no_grad()
     def restart(self, env_ids: np.ndarray, starts: np.ndarray) -> None:
@@ -113,15 +111,10 @@ class GenieCore(WorldCore):
         tokens = self.sampler.step(actions, generator=self.generator)  # (B, h, w)
         frames = self.world.tokenizer.decode_step(tokens[:, None], self.decode_cache)[:, 0]
         self.previous, self.current = self.current, frames
-        reward = torch.zeros(self.num_envs)
-        terminated = torch.zeros(self.num_envs, dtype=torch.bool)
-        info: dict[str, Any] = {}
-        if self.heads is not None:
-            predictions = self.heads.predict(self.previous[:, None], self.current[:, None])
-            r, t, info = head_outcomes(predictions, self.reward_values, self.reward_mode, self.generator)
-            reward = reward if r is None else r.float().cpu()
-            terminated = terminated if t is None else t.cpu()
-        return CoreStep(reward, terminated, info)
+        if self.heads is None:
+            return head_step({}, None, self.reward_mode, self.generator, self.num_envs)
+        predictions = self.heads.predict(self.previous[:, None], self.current[:, None])
+        return head_step(predictions, self.heads.reward_table, self.reward_mode, self.generator, self.num_envs)
 
     def observation(self) -> dict[str, torch.Tensor]:
         return {"image": self.current}

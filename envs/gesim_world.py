@@ -17,7 +17,7 @@ from einops import rearrange
 from gymnasium import spaces
 
 from envs.adapters import WorldEnv, WorldVectorEnv
-from envs.core import REWARD_MODES, CoreStep, RewardMode, WorldCore, head_outcomes
+from envs.core import REWARD_MODES, CoreStep, RewardMode, WorldCore, head_step
 from envs.loading import resolve_world
 from genie_env.kinematics import EndEffectorKinematics
 from genie_env.models.gesim.world import GeSimWorldModel, Schedule, decode_future, load_world_model
@@ -49,7 +49,7 @@ class GeSimCore(WorldCore):
         steps: Sampler steps per frame (default: the bundle's).
         schedule: ``"linear"`` or ``"karras"`` (default: the bundle's).
         memory_span: Frames of history memory is chosen from (bounds memory however long an episode runs).
-        reward_mode: How head probabilities become rewards (:func:`envs.core.head_outcomes`).
+        reward_mode: How head probabilities become rewards (:func:`envs.core.head_step`).
         device: Torch device.
         model_id: Name reported in ``info``.
     """
@@ -89,7 +89,6 @@ class GeSimCore(WorldCore):
         self.task = task or self.env_id
         self.world = world.to(self.device).eval()
         self.heads = heads.to(self.device).eval() if heads is not None else None
-        self.reward_values = torch.tensor(heads.config.reward_values) if heads is not None else None
         self.kinematics = EndEffectorKinematics.from_json(self.bank.meta["kinematics"])
         self.steps_per_frame = steps or world.steps
         self.schedule: Schedule = schedule or world.schedule
@@ -219,29 +218,27 @@ class GeSimCore(WorldCore):
         return out
 
     def _outcomes(self) -> CoreStep:
-        reward = torch.zeros(self.num_envs)
-        terminated = torch.zeros(self.num_envs, dtype=torch.bool)
-        info: dict[str, Any] = {}
+        predictions: dict[str, torch.Tensor] = {}
         if self.heads is not None:
             cfg = self.heads.config
             state = self.state if cfg.state_dim else None
             goal = self.goal if cfg.goal_dim and self.bank_goal is not None else None
             predictions = self.heads.predict(self.previous, self.current, state, goal)
-            r, t, info = head_outcomes(predictions, self.reward_values, self.reward_mode, self.generator)
-            reward = reward if r is None else r.float().cpu()
-            terminated = terminated if t is None else t.cpu()
-            if "object" in predictions:
-                self.object = predictions["object"].float()
-                info["object"] = self.object
+        table = None if self.heads is None else self.heads.reward_table
+        out = head_step(predictions, table, self.reward_mode, self.generator, self.num_envs)
+        info = out.info
+        if "object" in predictions:
+            self.object = predictions["object"].float()
+            info["object"] = self.object
         if self.bank_goal is not None and self.env_id.startswith("Fetch"):
             # Fetch's own sparse reward on the achieved goal: the object (from the head) or the gripper tip.
             achieved = self.object if self.env_id.startswith(_OBJECT_TASKS) else self.state[:, :3]
             if not torch.isnan(achieved).any():
                 distance = torch.linalg.vector_norm(achieved - self.goal, dim=-1)
-                reward = -(distance > FETCH_DISTANCE_THRESHOLD).float().cpu()
+                out.reward = -(distance > FETCH_DISTANCE_THRESHOLD).float().cpu()
                 info["goal_distance"] = distance
                 info["is_success"] = distance <= FETCH_DISTANCE_THRESHOLD
-        return CoreStep(reward, terminated, info)
+        return out
 
     def observation(self) -> dict[str, torch.Tensor]:
         obs = {camera: self.current[:, i] for i, camera in enumerate(self.cameras)}
