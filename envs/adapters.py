@@ -21,8 +21,9 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.core import WorldCore
+from envs.core import CoreStep, WorldCore
 from envs.render import HumanWindow, tile_views
+from genie_env.eval.metrics import to_uint8
 
 
 class StepTiming:
@@ -52,8 +53,22 @@ class StepTiming:
 
 def images_to_numpy(images: torch.Tensor) -> np.ndarray:
     """Float ``(B, 3, H, W)`` in [-1, 1] -> ``uint8`` ``(B, H, W, 3)`` NumPy."""
-    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return rearrange(pixels, "b c h w -> b h w c").cpu().numpy()
+    return rearrange(to_uint8(images.detach()), "b c h w -> b h w c").cpu().numpy()
+
+
+def batch_to_numpy(out: CoreStep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """A batched core step as NumPy: rewards ``float32 (B,)``, terminations ``bool (B,)``, per-env info arrays."""
+    reward = out.reward.detach().cpu().numpy().astype(np.float32)
+    terminated = out.terminated.detach().cpu().numpy().astype(bool)
+    info = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in out.info.items()}
+    return reward, terminated, info
+
+
+def truncations(steps: np.ndarray, terminated: np.ndarray, max_episode_steps: int | None) -> np.ndarray:
+    """``bool (B,)``: episodes cut by the time limit (never the terminated ones; none without a limit)."""
+    if max_episode_steps is None:
+        return np.zeros(len(steps), dtype=bool)
+    return (steps >= max_episode_steps) & ~terminated
 
 
 def observations_to_numpy(obs: dict[str, torch.Tensor], space: spaces.Space) -> dict[str, np.ndarray] | np.ndarray:
@@ -173,7 +188,7 @@ class WorldEnv(gym.Env, _CoreUser):
     def _info(self, core: WorldCore, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         info = {**core.describe(), "step": int(core.steps[0])}
         for key, value in (extra or {}).items():
-            info[key] = value[0].detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+            info[key] = value[0] if isinstance(value, np.ndarray) else value
         return info
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -209,11 +224,12 @@ class WorldEnv(gym.Env, _CoreUser):
         core = self._require_reset()
         checked = check_actions(action, self.action_space, None)
         out = core.timed_step(torch.as_tensor(checked[None], device=core.device))
+        reward, terminated, per_env = batch_to_numpy(out)
         obs = unbatch(observations_to_numpy(core.observation(), self.observation_space), 0)
-        info = self._info(core, {**out.info, "timing": StepTiming(core.last_latency_s)})
+        info = self._info(core, {**per_env, "timing": StepTiming(core.last_latency_s)})
         if self.render_mode == "human":
             self.render()
-        return obs, float(out.reward[0]), bool(out.terminated[0]), False, info
+        return obs, float(reward[0]), bool(terminated[0]), False, info
 
     def render(self) -> np.ndarray | None:
         """``rgb_array``: ``uint8 (H, V*W, 3)`` of the current views side by side; ``human``: draws a window."""
@@ -295,20 +311,17 @@ class WorldVectorEnv(VectorEnv, _CoreUser):
         core = self._require_reset()
         checked = check_actions(actions, self.single_action_space, self.num_envs)
         out = core.timed_step(torch.as_tensor(checked, device=core.device))
-        reward = out.reward.detach().cpu().numpy().astype(np.float32)
-        terminated = out.terminated.detach().cpu().numpy().astype(bool)
+        reward, terminated, per_env = batch_to_numpy(out)
         restarting = np.flatnonzero(self._autoreset)
         if restarting.size:
             core.restart(restarting, core.draw_starts(self.np_random, restarting.size))
             reward[restarting], terminated[restarting] = 0.0, False
         steps = core.steps.numpy()
-        truncated = np.zeros(self.num_envs, dtype=bool)
-        if self.max_episode_steps is not None:
-            truncated = (steps >= self.max_episode_steps) & ~terminated
+        truncated = truncations(steps, terminated, self.max_episode_steps)
         self._autoreset = terminated | truncated
         info: dict[str, Any] = {**core.describe(), "timing": StepTiming(core.last_latency_s), "step": steps.copy()}
-        for key, value in out.info.items():
-            info[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        for key, value in per_env.items():
+            info[key] = value
             info[f"_{key}"] = np.ones(self.num_envs, dtype=bool)
         obs = observations_to_numpy(core.observation(), self.single_observation_space)
         return obs, reward, terminated, truncated, info

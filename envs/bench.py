@@ -53,7 +53,7 @@ import torch
 from gymnasium.vector.utils import batch_space
 from tqdm.auto import tqdm
 
-from envs.adapters import check_actions, observations_to_numpy
+from envs.adapters import batch_to_numpy, check_actions, observations_to_numpy, truncations
 from envs.core import WorldCore
 from genie_env.checkpoint import CheckpointError
 from genie_env.registration import ENV_IDS, NAMESPACE
@@ -280,10 +280,8 @@ def bench_world(
         checked = check_actions(actions.sample(), core.single_action_space, num_envs)
         out = core.timed_step(torch.as_tensor(checked, device=core.device))
         model_seconds.append(core.last_latency_s)
-        out.reward.detach().cpu().numpy()
-        done = out.terminated.detach().cpu().numpy().astype(bool)
-        if horizon is not None:
-            done |= core.steps.numpy() >= horizon
+        _, terminated, _ = batch_to_numpy(out)
+        done = terminated | truncations(core.steps.numpy(), terminated, horizon)
         if done.any():
             finished = np.flatnonzero(done)
             core.restart(finished, core.draw_starts(rng, finished.size))

@@ -7,12 +7,12 @@ import torch
 from einops import rearrange
 
 from genie_env import viz
+from genie_env.eval.metrics import to_uint8
 
 
 def tile_views(frames: torch.Tensor, gap: int = 2) -> np.ndarray:
     """Every env's views side by side: float ``(B, V, 3, H, W)`` in [-1, 1] -> ``uint8 (B, H, V*W + gaps, 3)``."""
-    pixels = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    views = rearrange(pixels, "b v c h w -> v b h w c").cpu().numpy()
+    views = rearrange(to_uint8(frames.detach()), "b v c h w -> v b h w c").cpu().numpy()
     return viz.tile_views(list(views), gap=gap)
 
 

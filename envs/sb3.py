@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
-from envs.adapters import StepTiming, check_actions, observations_to_numpy, unbatch
+from envs.adapters import StepTiming, batch_to_numpy, check_actions, observations_to_numpy, truncations, unbatch
 from envs.core import WorldCore
 from envs.render import tile_views
 
@@ -96,15 +96,11 @@ class SB3WorldVecEnv(VecEnv):
             raise RuntimeError("step_wait() called without step_async()")
         out = core.timed_step(torch.as_tensor(self._actions, device=core.device))
         self._actions = None
-        rewards = out.reward.detach().cpu().numpy().astype(np.float32)
-        terminated = out.terminated.detach().cpu().numpy().astype(bool)
+        rewards, terminated, per_env = batch_to_numpy(out)
         steps = core.steps.numpy()
-        truncated = np.zeros(self.num_envs, dtype=bool)
-        if self.max_episode_steps is not None:
-            truncated = (steps >= self.max_episode_steps) & ~terminated
+        truncated = truncations(steps, terminated, self.max_episode_steps)
         dones = terminated | truncated
         timing = StepTiming(core.last_latency_s)
-        per_env = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in out.info.items()}
         infos: list[dict[str, Any]] = [
             {**core.describe(), "timing": timing, "step": int(steps[i]), **{k: v[i] for k, v in per_env.items()}}
             for i in range(self.num_envs)

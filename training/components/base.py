@@ -19,6 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from genie_env.data.windows import WindowConfig, WindowDataset
+from genie_env.eval import metrics
 from training.config import DataConfig
 
 Batch = dict[str, torch.Tensor]
@@ -81,4 +82,4 @@ class Component(nn.Module):
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """``[-1, 1]`` float images ``(..., H, W, 3)`` -> ``uint8`` NumPy."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+    return metrics.to_uint8(images.detach()).cpu().numpy()
