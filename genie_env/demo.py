@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 
 from genie_env.assets import asset_path, available_assets
 from genie_env.data.collect import collect
@@ -27,6 +26,7 @@ from genie_env.data.lerobot import LeRobotDataset
 from genie_env.eval.metrics import psnr, to_uint8
 from genie_env.models.genie.world import GenieWorldModel
 from genie_env.models.gesim.conditioning import conditioning_maps, maps_to_uint8
+from genie_env.start_states import frames_to_float
 from genie_env.viz import save_png, save_preview_video, stack_rows, strip, tile_views, upscale
 
 
@@ -106,7 +106,7 @@ def _imagine_genie(bundle: Path, ds: LeRobotDataset, seed: int) -> Imagined | No
     """
     world = GenieWorldModel.from_pretrained(bundle)
     episode = torch.from_numpy(ds.load_episode(0)[ds.video_keys[0]])  # (T, H, W, 3)
-    frames = rearrange(episode, "t h w c -> 1 t c h w").float() / 127.5 - 1
+    frames = frames_to_float(episode)[None]  # (1, T, 3, H, W)
     prompt = 4
     if tuple(frames.shape[2:]) != world.frame_shape or frames.shape[1] <= prompt:
         return None

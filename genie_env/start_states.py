@@ -191,8 +191,12 @@ def build_start_states(
     frames, extras, sources, tasks = [], {k: [] for k in (*_OPTIONAL, "extrinsics")}, [], []
     episode_tasks = {int(row["episode_index"]): row.get("tasks", []) for row in data.episodes}
     intrinsics = [data.intrinsics(c) for c in cameras]
+    extrinsic_keys = [f"observation.cameras.{c}.extrinsics" for c in cameras]
+    attached: list[str] | None = None
     for index in episodes:
         episode = data.load_episode(index)
+        if attached is None and all(k in episode for k in extrinsic_keys):
+            attached = _attached_cameras(episode, cameras)
         length = len(episode[f"observation.images.{cameras[0]}"])
         if length < prompt_frames:
             raise ValueError(f"episode {index} of {data.root} has {length} frames, fewer than {prompt_frames=}")
@@ -206,11 +210,11 @@ def build_start_states(
             for name, key in _OPTIONAL.items():
                 if key in episode:
                     extras[name].append(episode[key][span] if name != "goal" else episode[key][first])
-            keys = [f"observation.cameras.{c}.extrinsics" for c in cameras]
-            if all(k in episode for k in keys):
-                extras["extrinsics"].append(np.stack([episode[k][span] for k in keys]))
+            if all(k in episode for k in extrinsic_keys):
+                extras["extrinsics"].append(np.stack([episode[k][span] for k in extrinsic_keys]))
             sources.append((int(index), int(first)))
-            tasks.append(str(episode_tasks.get(int(index), [""])[0]) if episode_tasks.get(int(index)) else "")
+            names = episode_tasks.get(int(index))
+            tasks.append(str(names[0]) if names else "")
     tensors = {
         name: torch.from_numpy(np.stack(rows)).float() for name, rows in extras.items() if len(rows) == len(sources)
     }
@@ -221,17 +225,16 @@ def build_start_states(
     if "state" in tensors and data.info["features"].get("action", {}).get("shape") == [4]:
         meta["kinematics"] = fit_kinematics(data, episodes).to_json()
     if "extrinsics" in tensors:
-        meta["attached_cameras"] = _attached_cameras(data, cameras, episodes[0])
+        meta["attached_cameras"] = attached
     tasks = tasks if any(tasks) else []
     return StartStates(torch.from_numpy(np.stack(frames)), cameras, tensors, str(data.root), sources, tasks, meta)
 
 
-def _attached_cameras(data: LeRobotDataset, cameras: list[str], episode: int) -> list[str]:
+def _attached_cameras(episode: dict[str, np.ndarray], cameras: list[str]) -> list[str]:
     """Cameras whose extrinsics change within an episode (they translate with the gripper, as Fetch's hand view)."""
-    recorded = data.load_episode(episode, videos=False)
     moving = []
     for camera in cameras:
-        c2w = recorded[f"observation.cameras.{camera}.extrinsics"]
+        c2w = episode[f"observation.cameras.{camera}.extrinsics"]
         if np.abs(c2w - c2w[0]).max() > 1e-5:
             moving.append(camera)
     return moving

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from einops import rearrange
 
 from genie_env.data.lerobot import LeRobotDataset
 from genie_env.models.heads import WorldHeads
+from genie_env.start_states import frames_to_float
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -66,12 +66,13 @@ def evaluate_heads(
     cfg = heads.config
     heads = heads.to(device).eval()
     cameras = list(cfg.cameras) or dataset.camera_names[: cfg.num_views]
+    zero = int(np.argmin(np.abs(np.asarray(cfg.reward_values)))) if cfg.reward_values else -1  # the "no reward" class
     scores: dict[str, list[np.ndarray]] = {k: [] for k in ("p_event", "mean", "reward", "term_p", "term", "obj")}
     returns: list[tuple[float, float]] = []
     for index in range(min(episodes, dataset.num_episodes)):
         episode = dataset.load_episode(index)
         views = np.stack([episode[f"observation.images.{c}"] for c in cameras], axis=1)  # (T, V, H, W, 3)
-        frames = rearrange(torch.from_numpy(views), "t v h w c -> t v c h w").float() / 127.5 - 1
+        frames = frames_to_float(torch.from_numpy(views))  # (T, V, 3, H, W)
         vectors = {
             name: torch.from_numpy(episode[key]).float() if key and dim else None
             for name, key, dim in (("state", cfg.state_key, cfg.state_dim), ("goal", cfg.goal_key, cfg.goal_dim))
@@ -83,7 +84,6 @@ def evaluate_heads(
             extra = {k: None if v is None else v[rows].to(device) for k, v in vectors.items()}
             out = heads.predict(frames[prev].to(device), frames[rows].to(device), **extra)
             if "reward_probs" in out:
-                zero = int(np.argmin(np.abs(np.asarray(cfg.reward_values))))
                 scores["p_event"].append((1.0 - out["reward_probs"][:, zero]).cpu().numpy())
                 scores["mean"].append(out["reward_mean"].cpu().numpy())
                 scores["reward"].append(episode["reward"][rows, 0])
