@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,23 @@ def gesim_bundle(tmp_path_factory: pytest.TempPathFactory, fetch_dataset: Path) 
     root = world.save_pretrained(tmp_path_factory.mktemp("bundles") / "gesim")
     build_start_states(fetch_dataset).save(root / START_STATES_FILE)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: tiny models gain nothing from two, and lose a lot when the cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_accelerate_state() -> Iterator[None]:
+    """Later tests in the session may build an ``Accelerator`` with other settings (e.g. bf16)."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,9 @@ from genie_env.models.gesim import GeSimVAE, build_vae
 from training.components import GeSimVAEComponent
 from training.config import ConfigError, GeSimVAEConfig, RunConfig, dump_run_config, load_run_config
 from training.engine import TrainResult, train_component
+
+# Tiny models on one intra-op thread; a fresh accelerate state for every test (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 # 13 single-frame windows (episode 0, front camera) at 32x32, batches of 5: two steps per epoch, so a resume
 # at step 3 starts mid-epoch and the following steps cross an epoch boundary.
@@ -68,24 +71,6 @@ def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 
 def _hidden(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if p.name.startswith(".")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny models gain nothing from two, and lose a lot when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state() -> Iterator[None]:
-    """Later tests in the session may build an ``Accelerator`` with other settings (e.g. bf16)."""
-    yield
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,9 @@ from training.components import COMPONENTS
 from training.components.heads import HeadsComponent, TransitionDataset, heads_spec, reward_repeats
 from training.config import HeadsConfig, load_run_config
 from training.engine import train_component
+
+# Tiny models on one intra-op thread; a fresh accelerate state for every test (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread", "fresh_accelerate_state")
 
 SIZE = 16
 LENGTHS = [9, 12, 7]  # rows per episode
@@ -75,22 +77,6 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for e, length in enumerate(LENGTHS):
         writer.add_episode(_rows(e, length), task="synthetic")
     return root
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state() -> Iterator[None]:
-    yield
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def _tiny(**overrides: object) -> WorldHeads:
