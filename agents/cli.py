@@ -83,6 +83,8 @@ def _cmd_imagine(args: argparse.Namespace) -> int:
         env_kwargs["maskgit_steps"] = args.maskgit_steps
     if args.denoise_steps is not None:
         env_kwargs["denoise_steps"] = args.denoise_steps
+    if args.reward_type is not None:
+        env_kwargs["reward_type"] = args.reward_type
     algo_kwargs = {"n_steps": args.n_steps} if args.algo == "PPO" else {}
     result = train_in_imagination(
         args.env_id,
@@ -93,6 +95,7 @@ def _cmd_imagine(args: argparse.Namespace) -> int:
         seed=args.seed,
         algo_kwargs=algo_kwargs,
         env_kwargs=env_kwargs,
+        observation_keys=args.obs_keys.split(",") if args.obs_keys else None,
         progress=not args.no_progress,
     )
     mean = sum(r[1] for r in result.returns[-10:]) / max(len(result.returns[-10:]), 1)
@@ -119,6 +122,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="bundle for Genie-v0 / GESim-v0")
     p.add_argument("--maskgit-steps", type=_positive, default=None, help="Genie MaskGIT steps")
     p.add_argument("--denoise-steps", type=_positive, default=None, help="GE-Sim sampler steps")
+    p.add_argument(
+        "--reward-type", choices=["sparse", "dense"], default=None, help="GE-Sim Fetch goal reward (default sparse)"
+    )
+    p.add_argument(
+        "--obs-keys", default=None, metavar="K1,K2", help="observe only these Dict entries, e.g. state,goal"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_imagine)
 

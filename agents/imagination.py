@@ -22,6 +22,7 @@ import numpy as np
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from tqdm.auto import tqdm
 
 from envs.sb3 import SB3WorldVecEnv
@@ -44,6 +45,44 @@ class ImaginationResult:
     returns: list[tuple[int, float, int]]
     curve: Path | None
     timesteps: int
+
+
+class SelectKeys(VecEnvWrapper):
+    """Keeps only some entries of a ``Dict`` observation (e.g. ``state`` and ``goal`` of a GE-Sim world).
+
+    The policy then observes exactly those keys, and :func:`agents.real_eval.real_eval` feeds it the same keys
+    from the real simulator (it drops the rest by the policy's observation space).
+
+    Args:
+        venv: A VecEnv with a ``Dict`` observation space.
+        keys: The entries to keep, in order.
+
+    Raises:
+        ValueError: If the observations are not a ``Dict`` or a key is not among them.
+    """
+
+    def __init__(self, venv: VecEnv, keys: list[str]) -> None:
+        space = venv.observation_space
+        if not isinstance(space, gym.spaces.Dict):
+            raise ValueError(f"observation keys need a Dict observation space, got {space}")
+        missing = [k for k in keys if k not in space.spaces]
+        if missing or not keys:
+            raise ValueError(f"observation keys {keys} must be a non-empty subset of {list(space.spaces)}")
+        self.keys = list(keys)
+        super().__init__(venv, observation_space=gym.spaces.Dict({k: space.spaces[k] for k in self.keys}))
+
+    def _select(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: obs[k] for k in self.keys}
+
+    def reset(self) -> dict[str, np.ndarray]:
+        return self._select(self.venv.reset())
+
+    def step_wait(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for info in infos:
+            if "terminal_observation" in info:
+                info["terminal_observation"] = self._select(info["terminal_observation"])
+        return self._select(obs), rewards, dones, infos
 
 
 class _EpisodeLog(BaseCallback):
@@ -91,6 +130,7 @@ def train_in_imagination(
     checkpoint_every: int = 5_000,
     algo_kwargs: dict[str, Any] | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    observation_keys: list[str] | None = None,
     progress: bool = True,
 ) -> ImaginationResult:
     """Trains ``algo`` for ``total_steps`` env steps inside the world env ``env_id`` only.
@@ -105,6 +145,7 @@ def train_in_imagination(
         checkpoint_every: Env steps between checkpoints (SB3's ``CheckpointCallback``; 0 disables).
         algo_kwargs: Extra arguments of the algorithm (``n_steps``, ``learning_rate``, ...).
         env_kwargs: Extra arguments of the env (``maskgit_steps``, ``checkpoint``, ...).
+        observation_keys: Train on these entries of a ``Dict`` observation only (default: all of them).
         progress: Show a progress bar.
 
     Raises:
@@ -116,8 +157,14 @@ def train_in_imagination(
         raise ValueError(f"total_steps and num_envs must be >= 1, got {total_steps} and {num_envs}")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    venv = SB3WorldVecEnv.from_id(env_id, num_envs=num_envs, **(env_kwargs or {}))
+    venv: VecEnv = SB3WorldVecEnv.from_id(env_id, num_envs=num_envs, **(env_kwargs or {}))
     venv.seed(seed)
+    if observation_keys:
+        try:
+            venv = SelectKeys(venv, observation_keys)
+        except ValueError:
+            venv.close()
+            raise
     if algo == "SAC" and not isinstance(venv.action_space, gym.spaces.Box):
         venv.close()
         raise ValueError(f"SAC needs continuous actions; {env_id} has {venv.action_space} (use PPO)")

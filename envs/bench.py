@@ -404,7 +404,7 @@ def run_bench(
         seconds: Measured time per configuration (see the module docstring for the bounds).
         genie: Genie bundle directory or shipped name; ``None`` skips Genie.
         gesim: GE-Sim bundle directory or shipped name; ``None`` skips GE-Sim. A checkpoint that cannot be found
-            (e.g. ``gesim-fetch-tiny`` before it ships) is skipped with the reason, not an error.
+            (e.g. a bundle that is not shipped) is skipped with the reason, not an error.
         device: Torch device of the world models (the real simulators run on the CPU).
         maskgit_steps: Genie MaskGIT steps per frame (default: the bundle's).
         denoise_steps: GE-Sim sampler steps per frame (default: the bundle's).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -26,6 +26,10 @@ from genie_env.start_states import StartStates, frames_to_float
 
 FETCH_DISTANCE_THRESHOLD = 0.05
 """Fetch's success radius (metres); its sparse reward is ``-(distance > threshold)``."""
+
+RewardType = Literal["sparse", "dense"]
+"""Fetch's two rewards: ``sparse`` ``-(distance > 0.05)`` (``FetchReach-v4``) or ``dense`` ``-distance``
+(``FetchReachDense-v4``); success is the same either way."""
 
 # Tasks whose goal is about the object (else about the gripper tip, as FetchReach).
 _OBJECT_TASKS = ("FetchPush", "FetchPickAndPlace", "FetchSlide")
@@ -50,6 +54,7 @@ class GeSimCore(WorldCore):
         schedule: ``"linear"`` or ``"karras"`` (default: the bundle's).
         memory_span: Frames of history memory is chosen from (bounds memory however long an episode runs).
         reward_mode: How head probabilities become rewards (:func:`envs.core.head_step`).
+        reward_type: Fetch's ``"sparse"`` or ``"dense"`` goal reward (:data:`RewardType`).
         device: Torch device.
         model_id: Name reported in ``info``.
     """
@@ -66,12 +71,16 @@ class GeSimCore(WorldCore):
         schedule: Schedule | None = None,
         memory_span: int = 32,
         reward_mode: RewardMode = "mean",
+        reward_type: RewardType = "sparse",
         device: torch.device | str = "cpu",
         model_id: str = "gesim",
     ) -> None:
         super().__init__(num_envs, device)
         if reward_mode not in REWARD_MODES:
             raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
+        if reward_type not in ("sparse", "dense"):
+            raise ValueError(f"reward_type must be 'sparse' or 'dense', got {reward_type!r}")
+        self.reward_type: RewardType = reward_type
         if isinstance(memory_span, bool) or not isinstance(memory_span, int) or memory_span < 1:
             raise ValueError(f"memory_span must be an integer >= 1, got {memory_span!r}")
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
@@ -231,11 +240,12 @@ class GeSimCore(WorldCore):
             self.object = predictions["object"].float()
             info["object"] = self.object
         if self.bank_goal is not None and self.env_id.startswith("Fetch"):
-            # Fetch's own sparse reward on the achieved goal: the object (from the head) or the gripper tip.
+            # Fetch's own reward on the achieved goal: the object (from the head) or the gripper tip.
             achieved = self.object if self.env_id.startswith(_OBJECT_TASKS) else self.state[:, :3]
             if not torch.isnan(achieved).any():
                 distance = torch.linalg.vector_norm(achieved - self.goal, dim=-1)
-                out.reward = -(distance > FETCH_DISTANCE_THRESHOLD).float().cpu()
+                sparse = -(distance > FETCH_DISTANCE_THRESHOLD).float()
+                out.reward = (sparse if self.reward_type == "sparse" else -distance).cpu()
                 info["goal_distance"] = distance
                 info["is_success"] = distance <= FETCH_DISTANCE_THRESHOLD
         return out
@@ -258,6 +268,7 @@ class GeSimCore(WorldCore):
             "memory_span": self.memory_span,
             "denoise_steps": self.steps_per_frame,
             "schedule": self.schedule,
+            "reward_type": self.reward_type,
         }
 
 
@@ -281,6 +292,7 @@ class GeSimOptions(TypedDict, total=False):
     schedule: Schedule | None
     memory_span: int
     reward_mode: RewardMode
+    reward_type: RewardType
 
 
 def build_gesim_core(
@@ -314,9 +326,10 @@ class GESimWorldEnv(WorldEnv):
     **Starting state**: a real first frame of a recorded episode (all cameras, tip state, cameras and the
     episode's goal) drawn with ``np_random``.
 
-    **Rewards**: Fetch's sparse reward ``-(distance > 0.05)`` between the goal and the achieved goal: the tip
-    for FetchReach, the object position predicted by the bundle's object head for FetchPush (reward 0 without
-    heads). ``info`` holds ``goal_distance`` and ``is_success``.
+    **Rewards**: Fetch's sparse reward ``-(distance > 0.05)`` (or with ``reward_type="dense"`` ``-distance``, as
+    ``FetchReachDense-v4``) between the goal and the achieved goal: the tip for FetchReach, the object position
+    predicted by the bundle's object head for FetchPush (reward 0 without heads). ``info`` holds
+    ``goal_distance`` and ``is_success``.
 
     **Episode end**: Fetch never terminates (unless a termination head says so); truncation at 50 steps
     from the registered id's ``TimeLimit``.
@@ -333,6 +346,7 @@ class GESimWorldEnv(WorldEnv):
         schedule: ``"linear"`` or ``"karras"`` (default: the bundle's).
         memory_span: Frames of history memory frames are chosen from.
         reward_mode: ``"mean"``, ``"mode"`` or ``"sample"`` for head-based rewards.
+        reward_type: ``"sparse"`` (Fetch's default) or ``"dense"`` goal reward.
 
     Version history:
         * v0: first release (64x64, three cameras).
@@ -352,7 +366,7 @@ class GESimWorldVectorEnv(WorldVectorEnv):
         checkpoint: Bundle directory or shipped asset name.
         max_episode_steps: Truncation horizon (``gym.make_vec`` passes the registered one).
         render_mode: ``None`` or ``"rgb_array"``.
-        task, device, denoise_steps, schedule, memory_span, reward_mode: as :class:`GESimWorldEnv`.
+        task, device, denoise_steps, schedule, memory_span, reward_mode, reward_type: as :class:`GESimWorldEnv`.
     """
 
     def __init__(

@@ -128,6 +128,21 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         if args.dit is None:
             raise ValueError("a gesim bundle needs --dit")
         out = assemble_gesim_bundle(args.vae, args.dit, args.out, **({"steps": args.steps} if args.steps else {}))
+    if args.starts:
+        from genie_env.start_states import START_STATES_FILE, build_start_states
+
+        bank = build_start_states(
+            args.starts,
+            prompt_frames=args.start_frames,
+            episodes=list(range(args.start_episodes)) if args.start_episodes else None,
+            offsets=args.start_offsets,
+        )
+        bank.save(out / START_STATES_FILE)
+        print(f"start states: {len(bank)} from {args.starts}")
+    if args.heads:
+        from genie_env.models.heads import add_bundle_heads
+
+        print(f"heads -> {add_bundle_heads(out, args.heads)}")
     print(f"{args.kind} world model -> {out}")
     return 0
 
@@ -261,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dit", metavar="RUN", help="gesim: DiT run")
     p.add_argument("--steps", type=int, help="default sampler steps stored in the bundle")
     p.add_argument("--temperature", type=float, help="genie: default MaskGIT temperature stored in the bundle")
+    p.add_argument("--heads", metavar="RUN", help="reward/termination/object heads run (genie-env train heads)")
+    p.add_argument("--starts", metavar="DATASET", help="recording to cut the env's start-state bank from")
+    p.add_argument("--start-frames", type=int, default=1, metavar="P", help="real frames per start (default 1)")
+    p.add_argument("--start-episodes", type=int, default=None, metavar="N", help="first N episodes (default all)")
+    p.add_argument(
+        "--start-offsets",
+        choices=["start", "random"],
+        default="start",
+        help="each start at the episode's beginning (default; Fetch goals belong there) or at a random time",
+    )
     p.set_defaults(func=_cmd_bundle)
 
     for ep in entry_points(group="genie_env.commands"):

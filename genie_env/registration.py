@@ -14,7 +14,7 @@ import gymnasium as gym
 NAMESPACE = "genie_env"
 
 ENV_IDS: dict[str, dict[str, Any]] = {
-    # Shipped checkpoints.
+    # Shipped checkpoints. The two Fetch worlds share one VAE and have a DiT each (trained on their own recording).
     "Genie-Boxing-v0": {
         "entry_point": "envs.genie_world:GenieWorldEnv",
         "vector_entry_point": "envs.genie_world:GenieWorldVectorEnv",
@@ -25,13 +25,13 @@ ENV_IDS: dict[str, dict[str, Any]] = {
         "entry_point": "envs.gesim_world:GESimWorldEnv",
         "vector_entry_point": "envs.gesim_world:GESimWorldVectorEnv",
         "max_episode_steps": 50,
-        "kwargs": {"checkpoint": "gesim-fetch-tiny", "task": "FetchPush-v4"},
+        "kwargs": {"checkpoint": "gesim-fetchpush-tiny", "task": "FetchPush-v4"},
     },
     "GESim-FetchReach-v0": {
         "entry_point": "envs.gesim_world:GESimWorldEnv",
         "vector_entry_point": "envs.gesim_world:GESimWorldVectorEnv",
         "max_episode_steps": 50,
-        "kwargs": {"checkpoint": "gesim-fetch-tiny", "task": "FetchReach-v4"},
+        "kwargs": {"checkpoint": "gesim-fetchreach-tiny", "task": "FetchReach-v4"},
     },
     # Any bundle: gym.make("genie_env/Genie-v0", checkpoint="bundles/my_genie").
     "Genie-v0": {

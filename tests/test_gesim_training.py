@@ -28,6 +28,7 @@ from genie_env.models.gesim.world import (
     episode_inputs,
     load_world_model,
 )
+from genie_env.start_states import StartStates
 from training.components.gesim import GeSimComponent
 from training.config import DataConfig, GeSimConfig, RunConfig, TrainConfig, to_dict
 from training.engine import Trainer
@@ -193,6 +194,13 @@ def test_train_steps_then_bundle_from_runs(vae_run: Path, fetch_dataset: Path, t
     trained = component.dit.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in world.dit.state_dict().items())
     assert load_world_model(tmp_path / "run").describe()["cameras"] == CAMERAS  # a run works directly too
+
+    # The CLI assembles the same bundle and cuts its start-state bank from a recording.
+    args = ["bundle", "gesim", "--dit", str(tmp_path / "run"), "--out", str(tmp_path / "cli")]
+    assert main([*args, "--starts", str(fetch_dataset), "--start-episodes", "1"]) == 0
+    bank = StartStates.load(tmp_path / "cli")
+    assert len(bank) == 1 and bank.cameras == CAMERAS and bank.frames.shape[2] == 1
+    assert json.loads((tmp_path / "cli" / "world_model.json").read_text())["cameras"] == CAMERAS
 
 
 def test_calibrated_vae_gives_unit_scale_latents(vae_run: Path, fetch_dataset: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import torch
 from genie_env.checkpoint import latest_checkpoint
 from genie_env.data.features import Feature
 from genie_env.data.lerobot import LeRobotWriter
-from genie_env.models.heads import WorldHeads
+from genie_env.models.heads import HEADS_DIR, WorldHeads, add_bundle_heads, load_bundle_heads
 from training.components import COMPONENTS
 from training.components.heads import HeadsComponent, TransitionDataset, heads_spec, reward_repeats
 from training.config import HeadsConfig, load_run_config
@@ -336,3 +336,10 @@ def test_training_through_the_engine_lowers_the_loss(synthetic: Path, tmp_path: 
     # The reward head learned the sign of the change.
     accuracy = float(((pred["reward_mean"] > 0).float() * 2 - 1 == batch["reward"]).float().mean())
     assert accuracy > 0.8, accuracy
+
+    # `genie-env bundle --heads RUN` copies the run's heads into a bundle, where the envs find them.
+    bundle = tmp_path / "bundle"
+    assert add_bundle_heads(bundle, tmp_path / "run") == bundle / HEADS_DIR
+    loaded = load_bundle_heads(bundle)
+    assert loaded is not None
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())

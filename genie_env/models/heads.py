@@ -33,7 +33,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-from genie_env.checkpoint import load_model_dir
+from genie_env.checkpoint import atomic_directory, load_model, load_model_dir
 
 
 @dataclass
@@ -337,6 +337,15 @@ class WorldHeads(ModelMixin, ConfigMixin):
 
 HEADS_DIR = "heads"
 """Folder of the heads inside a world-model bundle (optional: a bundle without it has no learned rewards)."""
+
+
+def add_bundle_heads(bundle: str | os.PathLike[str], heads_run: str | os.PathLike[str]) -> Path:
+    """Copies the heads of a ``genie-env train heads`` run (latest checkpoint, EMA weights when present) into
+    ``bundle/heads`` (written atomically, replacing any heads there); returns that folder."""
+    heads = load_model(heads_run, "heads", WorldHeads)
+    with atomic_directory(Path(bundle) / HEADS_DIR) as tmp:
+        heads.save_pretrained(tmp)
+    return Path(bundle) / HEADS_DIR
 
 
 def load_bundle_heads(bundle: str | os.PathLike[str]) -> WorldHeads | None:
