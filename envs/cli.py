@@ -163,6 +163,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
         scripted_keys=parse_scripted_keys(args.keys) if args.keys else None,
         headless=True if args.headless else None,
         env_kwargs=kwargs,
+        real=args.real,
     )
     returns = ", ".join(f"{r:+.3f}" for r in result.returns)
     print(f"{env_id}: {result.steps} steps, {result.episodes} episodes, {result.frames} frames; returns {returns}")
@@ -197,6 +198,9 @@ def _register_play(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--denoise-steps", type=int, default=None, help="GE-Sim sampler steps per frame (default: bundle)")
     p.add_argument("--device", default=None, help="torch device of the world model (default cpu)")
     p.add_argument("--headless", action="store_true", help="no window even where a display exists")
+    p.add_argument(
+        "--real", action="store_true", help="GE-Sim: the real simulator beside the world, same start and actions"
+    )
     p.add_argument(
         "--keys", metavar="I:KEY,...", default=None, help="scripted key presses by loop iteration, e.g. 0:w,3:p,4:n"
     )

@@ -15,6 +15,11 @@ steps the world once (unless paused; ``N`` steps once while paused), or does not
 is *shown* (and recorded) whenever the world produced one: after every reset and every step, so a recording holds
 ``1 + steps + resets`` frames.
 
+With ``real=True`` (GE-Sim worlds), the real simulator the world was learned from runs beside it
+(:class:`~envs.real_twin.RealTwin`): reset into the same recorded start and given the same actions, its cameras
+are drawn in a second row under the world's, and the HUD shows the PSNR between the two rows, the distance between
+the world's tip and the real one, and the real success flag: the clearest way to see the world drift.
+
 Recording: ``record`` writes an mp4 of exactly what the window shows (HUD included), streamed to a temporary
 file and renamed into place when play ends, however it ends. ``record_dataset`` writes the world's frames,
 actions and rewards as a dataset in our LeRobot layout (:mod:`genie_env.data.lerobot`), one episode per played
@@ -45,7 +50,9 @@ from envs.genie_world import GenieCore
 from envs.gesim_world import GeSimCore
 from envs.keymap import MOVE_KEYS, Keymap, WorldKind, load_latent_mapping
 from envs.loading import resolve_world
+from envs.real_twin import RealTwin, TwinStep
 from envs.render import HumanWindow, tile_views
+from genie_env import viz
 from genie_env.data.features import Feature
 from genie_env.data.lerobot import LeRobotWriter
 from genie_env.data.video import PREVIEW
@@ -83,6 +90,7 @@ class PlayResult:
         last_obs: The last observation.
         last_info: The last step's (or reset's) ``info``.
         canvas_shape: ``(H, W, 3)`` of the frames shown.
+        twin: With ``real=True``, the real twin after every reset and step (PSNR, tip gap, success).
     """
 
     frames: int = 0
@@ -96,6 +104,7 @@ class PlayResult:
     last_obs: Any = None
     last_info: dict[str, Any] = field(default_factory=dict)
     canvas_shape: tuple[int, int, int] = (0, 0, 3)
+    twin: list[TwinStep] = field(default_factory=list)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
@@ -220,7 +229,7 @@ class PlayCanvas:
         help_text: The key help, wrapped below the status lines.
     """
 
-    STATUS_LINES = 5
+    STATUS_LINES = 6
 
     def __init__(self, views_shape: tuple[int, int], size: int, help_text: str) -> None:
         import pygame  # deferred: pygame loads SDL
@@ -494,6 +503,7 @@ def play(
     scripted_keys: Iterable[tuple[int, str]] | None = None,
     headless: bool | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    real: bool = False,
 ) -> PlayResult:
     """Plays a world env (see the module docstring for the loop, the keys and what is recorded).
 
@@ -511,6 +521,8 @@ def play(
             keyboard. Movement keys count as held for the iteration they are pressed in.
         headless: Run without a window (default: :func:`is_headless`).
         env_kwargs: Keyword arguments for ``gym.make`` (``checkpoint``, ``maskgit_steps``, ``denoise_steps``...).
+        real: Run the real simulator beside the world with the same start and actions (GE-Sim worlds whose start
+            states carry reset seeds; see :class:`~envs.real_twin.RealTwin`).
 
     Returns:
         A :class:`PlayResult`.
@@ -547,6 +559,7 @@ def play(
     video: VideoRecorder | None = None
     data: DatasetRecorder | None = None
     window: HumanWindow | None = None
+    twin: RealTwin | None = None
     try:
         core: WorldCore = env.unwrapped.core  # type: ignore[attr-defined]
         kind = _world_kind(core)
@@ -563,8 +576,13 @@ def play(
         human = "random" if headless and scripted_keys is None and policy is None else "human"
         controller = "policy" if headless and scripted_keys is None and policy is not None else human
         env.action_space.seed(int(seed))
+        if real:
+            twin = RealTwin(core)
+        twin_step: TwinStep | None = None
 
         views = tile_views(core.frames())[0]
+        if twin is not None:  # a second row of views of the same size
+            views = viz.stack_rows([views, views])
         canvas = PlayCanvas(views.shape[:2], int(size), keymap.help_text())
         result.canvas_shape = (canvas.height, canvas.width, 3)
         if record is not None:
@@ -586,8 +604,12 @@ def play(
         loop_fps, last_time = 0.0, time.perf_counter()
 
         def reset() -> tuple[Any, dict[str, Any]]:
+            nonlocal twin_step
             episode_seed = int(seed) + len(result.seeds)
             obs, info = env.reset(seed=episode_seed)
+            if twin is not None:
+                twin_step = twin.reset(int(info["start"]))
+                result.twin.append(twin_step)
             result.seeds.append(episode_seed)
             result.returns.append(0.0)
             result.episodes += 1
@@ -602,7 +624,10 @@ def play(
             frames = core.frames()[0]
             if overlay and isinstance(core, GeSimCore):
                 frames = overlay_trajectory_maps(core, frames)
-            image = canvas.draw(tile_views(frames[None])[0], status())
+            views = tile_views(frames[None])[0]
+            if twin_step is not None:
+                views = viz.stack_rows([views, twin_step.views])
+            image = canvas.draw(views, status())
             if window is not None:
                 window.show(image)
             if record_frame:
@@ -632,8 +657,17 @@ def play(
                 (f"{loop_fps:4.1f} fps  model {model_ms}  reward {reward:+.3f}  return {episode_return:+.3f}", TEXT),
                 (f"action: {action_label}", TEXT),
                 (memory, TEXT),
+                (twin_line(), TEXT),
                 (message, ACCENT),
             ]
+
+        def twin_line() -> str:
+            if twin_step is None:
+                return ""
+            return (
+                f"below: real {twin.env_id} (same start, same actions)  PSNR world vs real {twin_step.psnr_db:.1f} dB"
+                f"  tip gap {twin_step.tip_gap_m * 100:.1f} cm  real success {'yes' if twin_step.success else 'no'}"
+            )
 
         def choose(obs: Any, held: set[str]) -> tuple[Any, str]:
             if controller == "policy":
@@ -717,6 +751,9 @@ def play(
                 action, action_label = choose(obs, held)
                 last_action = action
                 obs, reward, terminated, truncated, info = env.step(action)
+                if twin is not None:
+                    twin_step = twin.step(np.asarray(action))
+                    result.twin.append(twin_step)
                 reward = float(reward)
                 episode_return += reward
                 result.returns[-1] = episode_return
@@ -737,6 +774,8 @@ def play(
         if data is not None:
             data.end(cut=not episode_over, controller=controller)
     finally:
+        if twin is not None:
+            twin.close()
         if window is not None:
             window.close()
         if video is not None:

@@ -13,8 +13,9 @@ Tensors in the file (``N`` starts, ``V`` cameras, ``P`` prompt frames):
 * ``goal``: ``(N, 3)`` float32 episode goal in the base frame (``observation.goal``), when recorded;
 * ``object``: ``(N, P, 3)`` float32 object position, when recorded.
 
-The safetensors metadata holds ``cameras`` (JSON list), ``dataset`` and ``sources`` (JSON list of
-``[episode, first_frame]``), so a start can be traced back to its recording.
+The safetensors metadata holds ``cameras`` (JSON list), ``dataset``, ``sources`` (JSON list of
+``[episode, first_frame]``), so a start can be traced back to its recording, and ``seeds`` (the real simulator's
+reset seed of each start's episode, where recorded), so the real simulator can be put in a start's state.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from genie_env.checkpoint import CheckpointError
+from genie_env.data.collect import episode_seeds
 from genie_env.data.lerobot import LeRobotDataset
 from genie_env.kinematics import fit_kinematics
 
@@ -57,6 +59,8 @@ class StartStates:
         dataset: the recording the starts came from.
         sources: ``(episode, first_frame)`` of every start.
         tasks: the task text of every start (empty if the recording has none).
+        seeds: the reset seed of every start's recorded episode (empty if the recording has none): resetting the
+            real simulator with it gives the episode's first frame.
         meta: JSON-serialisable facts about the recording (``env_id``, fitted ``kinematics``, ...).
     """
 
@@ -67,6 +71,7 @@ class StartStates:
     sources: list[tuple[int, int]] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 6 or self.frames.dtype != torch.uint8 or self.frames.shape[-1] != 3:
@@ -82,6 +87,8 @@ class StartStates:
                 raise ValueError(f"extras[{name!r}] has {value.shape[0]} rows, frames {len(self)}")
         if self.tasks and len(self.tasks) != len(self):
             raise ValueError(f"{len(self.tasks)} tasks for {len(self)} starts")
+        if self.seeds and len(self.seeds) != len(self):
+            raise ValueError(f"{len(self.seeds)} seeds for {len(self)} starts")
 
     def select(self, rows: list[int] | np.ndarray) -> StartStates:
         """The bank restricted to ``rows`` (e.g. the starts of one task)."""
@@ -94,6 +101,7 @@ class StartStates:
             [self.sources[i] for i in index.tolist()] if self.sources else [],
             [self.tasks[i] for i in index.tolist()] if self.tasks else [],
             dict(self.meta),
+            [self.seeds[i] for i in index.tolist()] if self.seeds else [],
         )
 
     def __len__(self) -> int:
@@ -116,6 +124,7 @@ class StartStates:
             "sources": json.dumps(self.sources),
             "tasks": json.dumps(self.tasks),
             "meta": json.dumps(self.meta),
+            "seeds": json.dumps(self.seeds),
         }
         try:
             save_file(tensors, str(tmp), metadata=metadata)
@@ -147,7 +156,9 @@ class StartStates:
             frames = tensors.pop("frames")
             tasks = json.loads(metadata.get("tasks", "[]"))
             meta = json.loads(metadata.get("meta", "{}"))
-            return cls(frames, cameras, tensors, metadata.get("dataset", ""), sources, tasks, meta)  # type: ignore[arg-type]
+            seeds = [int(s) for s in json.loads(metadata.get("seeds", "[]"))]
+            dataset = metadata.get("dataset", "")
+            return cls(frames, cameras, tensors, dataset, sources, tasks, meta, seeds)  # type: ignore[arg-type]
         except (SafetensorError, KeyError, ValueError, json.JSONDecodeError, OSError) as exc:
             raise CheckpointError(f"corrupt start-state bank {file}: {exc}") from exc
 
@@ -190,6 +201,8 @@ def build_start_states(
     episodes = list(range(data.num_episodes)) if episodes is None else list(episodes)
     frames, extras, sources, tasks = [], {k: [] for k in (*_OPTIONAL, "extrinsics")}, [], []
     episode_tasks = {int(row["episode_index"]): row.get("tasks", []) for row in data.episodes}
+    recipe = data.info.get("genie_env", {}).get("recipe", {})
+    seeds: list[int] = []
     intrinsics = [data.intrinsics(c) for c in cameras]
     extrinsic_keys = [f"observation.cameras.{c}.extrinsics" for c in cameras]
     attached: list[str] | None = None
@@ -213,6 +226,8 @@ def build_start_states(
             if all(k in episode for k in extrinsic_keys):
                 extras["extrinsics"].append(np.stack([episode[k][span] for k in extrinsic_keys]))
             sources.append((int(index), int(first)))
+            if "seed" in recipe:  # genie-env collect resets episode i with a seed derived from (seed, i)
+                seeds.append(episode_seeds(int(recipe["seed"]), int(index))[0])
             names = episode_tasks.get(int(index))
             tasks.append(str(names[0]) if names else "")
     tensors = {
@@ -220,14 +235,14 @@ def build_start_states(
     }
     if all(k is not None for k in intrinsics):
         tensors["intrinsics"] = repeat_rows(torch.from_numpy(np.stack(intrinsics)).float(), len(sources))
-    recipe = data.info.get("genie_env", {}).get("recipe", {})
     meta: dict[str, Any] = {"env_id": recipe.get("env_id", ""), "fps": data.fps}
     if "state" in tensors and data.info["features"].get("action", {}).get("shape") == [4]:
         meta["kinematics"] = fit_kinematics(data, episodes).to_json()
     if "extrinsics" in tensors:
         meta["attached_cameras"] = attached
     tasks = tasks if any(tasks) else []
-    return StartStates(torch.from_numpy(np.stack(frames)), cameras, tensors, str(data.root), sources, tasks, meta)
+    stacked = torch.from_numpy(np.stack(frames))
+    return StartStates(stacked, cameras, tensors, str(data.root), sources, tasks, meta, seeds)
 
 
 def _attached_cameras(episode: dict[str, np.ndarray], cameras: list[str]) -> list[str]:

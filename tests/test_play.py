@@ -116,6 +116,38 @@ def test_gesim_keys_move_the_tip_toggle_gripper_and_overlay(tmp_path: Path, gesi
     env.close()
 
 
+def test_gesim_real_twin_starts_in_the_same_state_and_follows_the_actions(tmp_path: Path, gesim_bundle: Path) -> None:
+    """--real: MuJoCo is reset into the world's recorded start and given the same actions, in a second row."""
+    kwargs = {"checkpoint": str(gesim_bundle), "denoise_steps": 1}
+    keys = [(0, "w"), (1, "w"), (2, "d"), (3, "q")]
+    alone = play("genie_env/GESim-v0", steps=1, env_kwargs=kwargs, size=1)
+    result = play(
+        "genie_env/GESim-v0", steps=4, scripted_keys=keys, record=tmp_path / "twin.mp4", env_kwargs=kwargs, size=1
+    )
+    twin = play(
+        "genie_env/GESim-v0",
+        steps=4,
+        scripted_keys=keys,
+        record=tmp_path / "twin.mp4",
+        env_kwargs=kwargs,
+        size=1,
+        real=True,
+    )
+    assert len(twin.twin) == 5 and not result.twin
+    # Same start: the world's first frame is the recorded frame the real simulator renders again (mp4 loss only).
+    assert twin.twin[0].psnr_db > 30 and twin.twin[0].tip_gap_m < 1e-4
+    # The world's tip follows the fitted kinematics; MuJoCo's follows the same keys within a couple of centimetres.
+    assert all(step.tip_gap_m < 0.03 for step in twin.twin), [step.tip_gap_m for step in twin.twin]
+    assert twin.canvas_shape[0] > alone.canvas_shape[0] + 64  # a second row of views
+    assert iio.imread(twin.video, index=None).shape == (5, *twin.canvas_shape)
+    np.testing.assert_array_equal(twin.last_obs["state"], result.last_obs["state"])  # the world is untouched
+
+
+def test_real_twin_refuses_a_genie_world() -> None:
+    with pytest.raises(ValueError, match="latent actions"):
+        play(GENIE, steps=1, env_kwargs=GENIE_FAST, real=True)
+
+
 def test_policy_takes_over_with_tab_and_random_play_headless(tmp_path: Path) -> None:
     class Constant:
         def predict(self, obs: object, deterministic: bool = True) -> tuple[np.ndarray, None]:

@@ -164,6 +164,9 @@ class GeSimConfig:
         vae: Trained ``gesim-vae`` run directory (its latest checkpoint) or checkpoint directory (required).
         preset: DiT size (:data:`genie_env.models.gesim.DIT_PRESETS`).
         num_tasks: Task-embedding entries (``None``: the preset's); must exceed the dataset's task ids.
+        patch_size: DiT patch ``(1, p, p)`` in latent pixels (``None``: the preset's ``(1, 2, 2)``). Keep a token
+            at the same image area when the VAE compresses less: ``(1, 4, 4)`` on the ``fine`` VAE's 16x16
+            latents gives the 4x4 tokens per view that ``(1, 2, 2)`` gives on 8x8 ones, at the same cost.
         n_memory: Memory frames per window (each its own latent frame).
         n_future: Future frames per window; with ``future_encoding="clip"`` 1 or ``4n + 1`` (the causal VAE).
         memory_mode: How memory frames are drawn from the past (GE-Sim trains with ``"random"``).
@@ -183,6 +186,7 @@ class GeSimConfig:
     vae: str = ""
     preset: str = "tiny"
     num_tasks: int | None = None
+    patch_size: tuple[int, int, int] | None = None
     n_memory: int = 4
     n_future: int = 1
     memory_mode: Literal["uniform", "random", "contiguous"] = "random"
@@ -200,6 +204,8 @@ class GeSimConfig:
         _check(self.n_memory >= 1, "component.n_memory", self.n_memory, ">= 1")
         _check(self.n_future >= 1, "component.n_future", self.n_future, ">= 1")
         _check(self.num_tasks is None or self.num_tasks >= 1, "component.num_tasks", self.num_tasks, ">= 1")
+        ok = self.patch_size is None or (self.patch_size[0] == 1 and min(self.patch_size) >= 1)
+        _check(ok, "component.patch_size", self.patch_size, "(1, p_h, p_w) with p_h, p_w >= 1")
         _check(0 <= self.memory_noise <= 1, "component.memory_noise", self.memory_noise, "in [0, 1]")
         _check(0 <= self.task_dropout <= 1, "component.task_dropout", self.task_dropout, "in [0, 1]")
         _check(self.max_opening > 0, "component.max_opening", self.max_opening, "> 0")

@@ -134,6 +134,8 @@ class GeSimComponent(Component):
         overrides: dict[str, Any] = {"out_channels": self.vae.config.z_dim}
         if config.num_tasks is not None:
             overrides["num_tasks"] = config.num_tasks
+        if config.patch_size is not None:
+            overrides["patch_size"] = tuple(config.patch_size)
         self.dit = build_dit(config.preset, **overrides)
         # Per recorded frame (episode, frame): VAE posterior (V, 2 z, h, w) and latent-resolution maps (V, 9, h, w).
         self._posteriors: dict[tuple[int, int], torch.Tensor] = {}
