@@ -86,6 +86,14 @@ def _cmd_imagine(args: argparse.Namespace) -> int:
     if args.reward_type is not None:
         env_kwargs["reward_type"] = args.reward_type
     algo_kwargs = {"n_steps": args.n_steps} if args.algo == "PPO" else {}
+    if args.algo_kwargs:
+        try:
+            extra = json.loads(args.algo_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--algo-kwargs must be a JSON object, got {args.algo_kwargs!r}: {exc}") from None
+        if not isinstance(extra, dict):
+            raise ValueError(f"--algo-kwargs must be a JSON object, got {args.algo_kwargs!r}")
+        algo_kwargs.update(extra)
     result = train_in_imagination(
         args.env_id,
         args.out,
@@ -122,6 +130,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="bundle for Genie-v0 / GESim-v0")
     p.add_argument("--maskgit-steps", type=_positive, default=None, help="Genie MaskGIT steps")
     p.add_argument("--denoise-steps", type=_positive, default=None, help="GE-Sim sampler steps")
+    p.add_argument(
+        "--algo-kwargs",
+        default=None,
+        metavar="JSON",
+        help='more arguments of the algorithm, e.g. \'{"gradient_steps": 4, "gamma": 0.95}\'',
+    )
     p.add_argument(
         "--reward-type", choices=["sparse", "dense"], default=None, help="GE-Sim Fetch goal reward (default sparse)"
     )

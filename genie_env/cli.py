@@ -147,6 +147,15 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate_vae(args: argparse.Namespace) -> int:
+    from genie_env.models.gesim.world import calibrate_vae
+
+    if args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    print(f"calibrated VAE -> {calibrate_vae(args.vae, args.data, args.out, max_frames=args.frames)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, including subcommands registered by installed packages."""
     parser = argparse.ArgumentParser(
@@ -287,6 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="each start at the episode's beginning (default; Fetch goals belong there) or at a random time",
     )
     p.set_defaults(func=_cmd_bundle)
+
+    p = sub.add_parser(
+        "calibrate-vae",
+        help="store per-channel latent statistics in a trained GE-Sim VAE (unit-scale latents for the DiT)",
+        description="Encode about --frames frames of DATASET with the trained VAE (EMA weights where present), "
+        "measure the per-channel mean and standard deviation of its latents and write a copy of the VAE with them "
+        "as latents_mean / latents_std to OUT; train the gesim DiT with component.vae=OUT.",
+    )
+    p.add_argument("vae", metavar="VAE_RUN", help="gesim-vae run or checkpoint directory")
+    p.add_argument("--data", required=True, metavar="DATASET", help="the recording the VAE was trained on")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
+    p.add_argument("--frames", type=int, default=2048, help="about how many frames to encode (default 2048)")
+    p.set_defaults(func=_cmd_calibrate_vae)
 
     for ep in entry_points(group="genie_env.commands"):
         ep.load()(sub)

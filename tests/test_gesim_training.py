@@ -213,6 +213,11 @@ def test_calibrated_vae_gives_unit_scale_latents(vae_run: Path, fetch_dataset: P
     z = vae.encode_frames(x, per_frame=True, sample=False)
     assert abs(z.mean().item()) < 0.5 and 0.5 < z.std().item() < 1.5
 
+    # The command writes the same statistics.
+    args = ["calibrate-vae", str(vae_run), "--data", str(fetch_dataset), "--out", str(tmp_path / "cli")]
+    assert main([*args, "--frames", "60"]) == 0
+    assert load_model(tmp_path / "cli", "vae", GeSimVAE).config.latents_std == vae.config.latents_std
+
 
 # --- the world model ---------------------------------------------------------------------------------------
 
