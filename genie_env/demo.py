@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from genie_env.assets import asset_path, available_assets
 from genie_env.data.collect import collect
@@ -26,6 +27,7 @@ from genie_env.data.lerobot import LeRobotDataset
 from genie_env.eval.metrics import psnr, to_uint8
 from genie_env.models.genie.world import GenieWorldModel
 from genie_env.models.gesim.conditioning import conditioning_maps, maps_to_uint8
+from genie_env.models.gesim.world import GeSimWorldModel, episode_inputs
 from genie_env.start_states import frames_to_float
 from genie_env.viz import save_png, save_preview_video, stack_rows, strip, tile_views, upscale
 
@@ -119,6 +121,35 @@ def _imagine_genie(bundle: Path, ds: LeRobotDataset, seed: int) -> Imagined | No
     return pixels[:, prompt - 1 : prompt], pixels[:, prompt:], to_uint8(fake).permute(0, 1, 3, 4, 2).numpy(), fps
 
 
+def _imagine_gesim(bundle: Path, ds: LeRobotDataset, seed: int) -> Imagined | None:
+    """GE-Sim renders episode 0 of every camera from its first real frame, driven by the recorded tip poses.
+
+    Returns ``(last given, real, imagined, frames/s)`` as :func:`_imagine_genie` (all views), or ``None`` if the
+    recording lacks the model's cameras or its size is not a multiple of the VAE's.
+    """
+    world = GeSimWorldModel.from_pretrained(bundle)
+    if any(c not in ds.camera_names for c in world.cameras):
+        return None
+    inputs = episode_inputs(ds, 0, world.cameras)
+    frames = inputs["frames"][None].float() / 127.5 - 1.0  # (1, V, T, 3, H, W) in [-1, 1]
+    if frames.shape[-1] % world.spatial_factor or frames.shape[-2] % world.spatial_factor:
+        return None
+    given = 1
+    start = time.perf_counter()
+    out = world.rollout(
+        frames[:, :, :given],
+        inputs["states"][None],
+        inputs["extrinsics"][None],
+        inputs["intrinsics"][None],
+        generator=torch.Generator().manual_seed(seed),
+    )
+    fake = out.frames[0, :, given:]  # (V, T - 1, 3, H, W)
+    fps = fake.shape[1] / (time.perf_counter() - start)
+    pixels = rearrange(to_uint8(frames[0]), "v t c h w -> v t h w c").numpy()
+    imagined = rearrange(to_uint8(fake), "v t c h w -> v t h w c").numpy()
+    return pixels[:, given - 1 : given], pixels[:, given:], imagined, fps
+
+
 def _scores(last: np.ndarray, real: np.ndarray, fake: np.ndarray, fps: float) -> dict[str, float]:
     """Mean per-frame PSNR of imagined vs real frames, and of repeating the last given frame (same frames)."""
     real_t, fake_t = torch.from_numpy(real), torch.from_numpy(fake)
@@ -131,7 +162,10 @@ def _scores(last: np.ndarray, real: np.ndarray, fake: np.ndarray, fps: float) ->
 
 
 # Recorded simulator -> {shipped world model: how it imagines that recording}.
-IMAGINERS = {"ALE/Boxing-v5": {"genie-boxing-tiny": _imagine_genie}}
+IMAGINERS = {
+    "ALE/Boxing-v5": {"genie-boxing-tiny": _imagine_genie},
+    "FetchPush-v4": {"gesim-fetchpush-tiny": _imagine_gesim},
+}
 
 
 def _trajectory_rows(episode: dict[str, np.ndarray], ds: LeRobotDataset) -> np.ndarray:
