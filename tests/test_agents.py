@@ -201,3 +201,37 @@ def test_train_in_imagination_writes_policy_curve_and_returns(tmp_path: Path) ->
     assert list((tmp_path / "run" / "checkpoints").glob("policy_*_steps.zip"))
     with pytest.raises(ValueError, match="SAC needs continuous actions"):
         train_in_imagination("genie_env/Genie-Boxing-v0", tmp_path / "sac", algo="SAC", total_steps=8, num_envs=1)
+
+
+def test_select_keys_keeps_the_named_entries(tmp_path: Path, gesim_bundle: Path) -> None:
+    """--obs-keys: the policy observes only state and goal, also in terminal observations, and real_eval feeds it
+    the same keys from the real simulator."""
+    from agents.imagination import SelectKeys, train_in_imagination
+    from envs.sb3 import SB3WorldVecEnv
+
+    venv = SelectKeys(SB3WorldVecEnv.from_id("genie_env/GESim-v0", 2, checkpoint=str(gesim_bundle)), ["state"])
+    assert list(venv.observation_space.spaces) == ["state"]
+    assert set(venv.reset()) == {"state"}
+    with pytest.raises(ValueError, match="subset"):
+        SelectKeys(venv, ["nope"])
+    venv.close()
+
+    result = train_in_imagination(
+        "genie_env/GESim-v0",
+        tmp_path / "sac",
+        algo="SAC",
+        total_steps=16,
+        num_envs=2,
+        checkpoint_every=0,
+        algo_kwargs={"learning_starts": 4, "batch_size": 8},
+        env_kwargs={"checkpoint": str(gesim_bundle), "denoise_steps": 1, "max_episode_steps": 4},
+        observation_keys=["state", "goal"],
+        progress=False,
+    )
+    assert result.timesteps == 16 and len(result.returns) == 4  # 2 envs x 8 steps, 4-step episodes
+    from stable_baselines3 import SAC
+
+    policy = SAC.load(result.policy, device="cpu")
+    assert set(policy.observation_space.spaces) == {"state", "goal"}
+    out = real_eval(policy, "FetchPush-v4", 2, 0, max_steps=3)
+    assert out["episodes"] == 2 and out["lengths"] == [3, 3]

@@ -219,6 +219,30 @@ def test_gesim_env_moves_the_tip_and_the_hand_camera(gesim_bundle: Path) -> None
     env.close()
 
 
+@pytest.mark.skipif(not _shipped("genie_env/GESim-FetchReach-v0"), reason="checkpoint not shipped")
+def test_shipped_fetch_reach_rewards_the_tip_reaching_the_goal() -> None:
+    """A proportional controller on (goal - tip) reaches the goal: Fetch's reward turns from -1 to 0, the dense one
+    rises, and ``is_success`` is set; the goal stays the episode's recorded one."""
+    sparse = gym.make("genie_env/GESim-FetchReach-v0", denoise_steps=1)
+    dense = gym.make("genie_env/GESim-FetchReach-v0", denoise_steps=1, reward_type="dense")
+    for env in (sparse, dense):
+        obs, _ = env.reset(seed=3)
+        goal, rewards, infos = obs["goal"].copy(), [], []
+        for _ in range(12):
+            action = np.clip(np.append((obs["goal"] - obs["state"][:3]) * 20, 0.0), -1, 1).astype(np.float32)
+            obs, reward, terminated, truncated, info = env.step(action)
+            rewards.append(float(reward))
+            infos.append(info)
+        np.testing.assert_array_equal(obs["goal"], goal)
+        distances = [float(i["goal_distance"]) for i in infos]
+        assert distances[-1] < 0.05 < distances[0] and bool(infos[-1]["is_success"])
+        if env is sparse:
+            assert rewards[0] == -1.0 and rewards[-1] == 0.0
+        else:
+            np.testing.assert_allclose(rewards, [-d for d in distances], rtol=1e-5)
+        env.close()
+
+
 def test_gesim_memory_is_a_bounded_ring_with_the_newest_frame(gesim_bundle: Path) -> None:
     world = GeSimWorldModel.from_pretrained(gesim_bundle)
     core = GeSimCore(world, StartStates.load(gesim_bundle), 2, memory_span=5)
