@@ -665,7 +665,7 @@ def play(
             if twin_step is None:
                 return ""
             return (
-                f"below: real {twin.env_id} (same start, same actions)  PSNR world vs real {twin_step.psnr_db:.1f} dB"
+                f"below: real {twin.env_id}, same start and actions  PSNR {twin_step.psnr_db:.1f} dB"
                 f"  tip gap {twin_step.tip_gap_m * 100:.1f} cm  real success {'yes' if twin_step.success else 'no'}"
             )
 
