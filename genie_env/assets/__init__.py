@@ -2,6 +2,8 @@
 
 * ``genie-boxing-tiny``: a tiny Genie (tokenizer, latent action model, MaskGIT dynamics) trained on Atari Boxing
   at 64x64; its ``README.md`` is the model card (data recipe, training commands, steps, wall-clock, metrics).
+* ``gesim-fetchpush-tiny`` / ``gesim-fetchreach-tiny``: tiny GE-Sim worlds (Wan VAE + multi-view DiT) of FetchPush and
+  FetchReach, three cameras at 64x64, with start banks (and, for Push, reward and object heads); model cards inside.
 
 Load one with :func:`asset_path`, e.g. ``GenieWorldModel.from_pretrained(asset_path("genie-boxing-tiny"))``.
 """
