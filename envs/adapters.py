@@ -60,7 +60,9 @@ def batch_to_numpy(out: CoreStep) -> tuple[np.ndarray, np.ndarray, dict[str, Any
     """A batched core step as NumPy: rewards ``float32 (B,)``, terminations ``bool (B,)``, per-env info arrays."""
     reward = out.reward.detach().cpu().numpy().astype(np.float32)
     terminated = out.terminated.detach().cpu().numpy().astype(bool)
-    info = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in out.info.items()}
+    # Copies: a CPU tensor's .numpy() shares its memory, and the core may later write into that tensor in place
+    # (a restart resets the object estimate), which would change an info the caller already holds.
+    info = {k: v.detach().cpu().numpy().copy() if isinstance(v, torch.Tensor) else v for k, v in out.info.items()}
     return reward, terminated, info
 
 

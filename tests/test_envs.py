@@ -226,7 +226,11 @@ def test_shipped_fetch_reach_rewards_the_tip_reaching_the_goal() -> None:
     sparse = gym.make("genie_env/GESim-FetchReach-v0", denoise_steps=1)
     dense = gym.make("genie_env/GESim-FetchReach-v0", denoise_steps=1, reward_type="dense")
     for env in (sparse, dense):
-        obs, _ = env.reset(seed=3)
+        seed = 0
+        obs, _ = env.reset(seed=seed)
+        while np.linalg.norm(obs["goal"] - obs["state"][:3]) < 0.1:  # a start at least 10 cm from its goal
+            seed += 1
+            obs, _ = env.reset(seed=seed)
         goal, rewards, infos = obs["goal"].copy(), [], []
         for _ in range(12):
             action = np.clip(np.append((obs["goal"] - obs["state"][:3]) * 20, 0.0), -1, 1).astype(np.float32)
