@@ -21,6 +21,7 @@ from envs.gesim_world import GeSimCore
 from genie_env import viz
 from genie_env.data.sources import RealSource, make_source
 from genie_env.eval.metrics import psnr
+from genie_env.start_states import frames_to_float
 
 
 @dataclass
@@ -86,8 +87,7 @@ class RealTwin:
     def _compare(self, frame: dict[str, np.ndarray], success: bool) -> TwinStep:
         real = np.stack([frame[f"observation.images.{c}"] for c in self.core.cameras])  # (V, H, W, 3)
         world = self.core.frames()[0].detach().cpu()  # (V, 3, H, W) in [-1, 1]
-        real_chw = torch.from_numpy(real).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        score = float(psnr(world.float(), real_chw).mean())
+        score = float(psnr(world.float(), frames_to_float(torch.from_numpy(real))).mean())
         tip = self.core.state[0, :3].detach().cpu().numpy()
         gap = float(np.linalg.norm(tip - frame["observation.state"][:3]))
         views = viz.tile_views([view[None] for view in real])[0]

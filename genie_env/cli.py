@@ -131,10 +131,13 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     if args.starts:
         from genie_env.start_states import START_STATES_FILE, build_start_states
 
+        if args.start_episodes is not None and args.start_episodes < 1:
+            raise ValueError(f"--start-episodes must be >= 1, got {args.start_episodes}")
+
         bank = build_start_states(
             args.starts,
             prompt_frames=args.start_frames,
-            episodes=list(range(args.start_episodes)) if args.start_episodes else None,
+            episodes=None if args.start_episodes is None else list(range(args.start_episodes)),
             offsets=args.start_offsets,
         )
         bank.save(out / START_STATES_FILE)

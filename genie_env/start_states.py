@@ -217,6 +217,8 @@ def build_start_states(
             firsts = [0]
         else:
             firsts = rng.integers(0, length - prompt_frames + 1, size=per_episode).tolist()
+        if "seed" in recipe:  # genie-env collect resets episode i with a seed derived from (seed, i)
+            seeds += [episode_seeds(int(recipe["seed"]), int(index))[0]] * len(firsts)
         for first in firsts:
             span = slice(first, first + prompt_frames)
             frames.append(np.stack([episode[f"observation.images.{c}"][span] for c in cameras]))
@@ -226,8 +228,6 @@ def build_start_states(
             if all(k in episode for k in extrinsic_keys):
                 extras["extrinsics"].append(np.stack([episode[k][span] for k in extrinsic_keys]))
             sources.append((int(index), int(first)))
-            if "seed" in recipe:  # genie-env collect resets episode i with a seed derived from (seed, i)
-                seeds.append(episode_seeds(int(recipe["seed"]), int(index))[0])
             names = episode_tasks.get(int(index))
             tasks.append(str(names[0]) if names else "")
     tensors = {
