@@ -314,6 +314,23 @@ def test_resume_continues_exactly(fetch_dataset: Path, tmp_path: Path, straight_
         )
 
 
+def test_init_from_starts_a_new_run_from_ema_weights(
+    fetch_dataset: Path, tmp_path: Path, straight_run: tuple[Path, TrainResult]
+) -> None:
+    """``train.init_from`` loads the source's EMA weights into a fresh run at step 0; a resume ignores it."""
+    ref_dir, _ = straight_run
+    out = tmp_path / "finetune"
+    result = train_component("gesim-vae", _config(fetch_dataset, out, 0, f"train.init_from={ref_dir}"), progress=False)
+    assert result.checkpoint == checkpoint_path(out, 0)
+    _assert_same_state(read_weights(result.checkpoint / "vae"), read_weights(checkpoint_path(ref_dir, 6) / "vae_ema"))
+    resumed = train_component(
+        "gesim-vae", _config(fetch_dataset, out, 1, "train.init_from=/nonexistent"), resume=True, progress=False
+    )
+    assert sorted(resumed.losses) == [1]
+    with pytest.raises(CheckpointError, match="nonexistent"):
+        train_component("gesim-vae", _config(fetch_dataset, tmp_path / "x", 1, "train.init_from=/nonexistent"))
+
+
 def test_ctrl_c_saves_checkpoint(
     fetch_dataset: Path, tmp_path: Path, straight_run: tuple[Path, TrainResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,6 +24,7 @@ from genie_env.models.gesim import (
     karras_flow_times,
     noise_memory,
 )
+from genie_env.models.gesim.flow import from_flow_target, newest_memory, to_flow_target
 
 B, V, T, H, W = 1, 3, 5, 8, 8  # 3 views x (4 memory + 1 future) latent frames of 8x8
 
@@ -224,6 +225,69 @@ def test_sampler_determinism(tiny: MultiViewDiT, schedule: str) -> None:
     assert not torch.allclose(a[:, :, :, 4], c[:, :, :, 4])
     assert torch.equal(a[:, :, :, :4], inputs["latents"][:, :, :, :4])
     assert torch.isfinite(a).all()
+
+
+class _ExactVelocity(torch.nn.Module):
+    """Stands in for a DiT that knows the flow target is zero: ``v = x_t / t`` (``x_t = t * eps``)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.config = build_dit("tiny", target=target).config
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, **_: object) -> object:
+        t = timesteps[:, None, None, :, None, None]
+        return type("Out", (), {"sample": x[:, :, :16] / t.clamp(min=1e-6)})()
+
+
+def test_residual_target_round_trip_and_anchor() -> None:
+    """The residual target is zero for a frozen scene and maps back exactly; the anchor is the newest memory."""
+    inputs = _inputs(batch=2)
+    x, cond = inputs["latents"], torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]])
+    torch.testing.assert_close(newest_memory(x, cond)[0, :, :, 0], x[0, :, :, 3])
+    torch.testing.assert_close(newest_memory(x, cond)[1, :, :, 0], x[1, :, :, 1])
+    model = build_dit("tiny", target="residual", residual_scale=4.0)
+    flow = to_flow_target(model, x, cond)
+    assert torch.equal(flow[:, :, :, :1], x[:, :, :, :1])  # memory frames stay latents
+    torch.testing.assert_close(flow[0, :, :, 4], 4.0 * (x[0, :, :, 4] - x[0, :, :, 3]))
+    torch.testing.assert_close(from_flow_target(model, flow, x, cond), x)
+    frozen = x.clone()
+    frozen[0, :, :, 4] = frozen[0, :, :, 3]
+    assert to_flow_target(model, frozen, cond)[0, :, :, 4].abs().max() == 0
+    latent_model = build_dit("tiny")
+    assert torch.equal(to_flow_target(latent_model, x, cond), x)
+    with pytest.raises(ValueError, match="target"):
+        build_dit("tiny", target="x0")
+    with pytest.raises(ValueError, match="at least one memory frame"):
+        newest_memory(x, torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("target", ["latent", "residual"])
+def test_sampler_zero_flow_gives_copy_last_under_residual(target: str) -> None:
+    """A flow that lands on zero means a blank latent (latent target) or the newest memory frame (residual)."""
+    inputs = _inputs()
+    out = FlowSampler(num_steps=4)(_ExactVelocity(target), **inputs, generator=torch.Generator().manual_seed(0))
+    want = inputs["latents"][:, :, :, 3] if target == "residual" else torch.zeros_like(out[:, :, :, 4])
+    torch.testing.assert_close(out[:, :, :, 4], want, atol=1e-5, rtol=0)
+
+
+def test_residual_training_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the residual target the perfect prediction is ``eps - scale * (future - memory)``: loss 0."""
+    model = build_dit("tiny", target="residual", residual_scale=2.0)
+    inputs = _inputs()
+    x, cond = inputs["latents"], inputs["cond_mask"]
+    seen = {}
+
+    def perfect(hidden: torch.Tensor, timesteps: torch.Tensor, **_: object) -> object:
+        t = timesteps[0, -1]
+        x_t = hidden[:, :, :16]
+        target = 2.0 * (x[:, :, :, 4:] - x_t[:, :, :, 3:4])  # the anchor is the (augmented) memory as fed
+        eps = (x_t[:, :, :, 4:] - (1 - t) * target) / t
+        seen["v"] = torch.cat([torch.zeros_like(x_t[:, :, :, :4]), eps - target], dim=3)
+        return type("Out", (), {"sample": seen["v"]})()
+
+    monkeypatch.setattr(model, "forward", perfect)
+    loss, _ = flow_matching_step(model, **inputs, generator=torch.Generator().manual_seed(0), memory_noise=0.1)
+    assert loss.item() < 1e-8
 
 
 # --- VAE -------------------------------------------------------------------------------------------------

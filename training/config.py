@@ -66,6 +66,9 @@ class TrainConfig:
         ema_decay: Decay of an exponential moving average of the weights, saved as ``<model>_ema``; ``0`` is off.
         num_workers: DataLoader worker processes.
         out_dir: Run directory (``config.yaml``, ``checkpoints/``, ``logs/``).
+        init_from: Checkpoint or run directory (its latest checkpoint) whose model weights start a new run
+            (fine-tuning): each model loads ``<name>_ema`` when present, else ``<name>``; optimiser, schedule and
+            step start afresh. Ignored when resuming (the run's own checkpoint wins). ``""``: random init.
     """
 
     steps: int = 1000
@@ -88,6 +91,7 @@ class TrainConfig:
     ema_decay: float = 0.0
     num_workers: int = 0
     out_dir: str = "runs/default"
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         _check(self.steps >= 0, "train.steps", self.steps, ">= 0")
@@ -167,6 +171,9 @@ class GeSimConfig:
         patch_size: DiT patch ``(1, p, p)`` in latent pixels (``None``: the preset's ``(1, 2, 2)``). Keep a token
             at the same image area when the VAE compresses less: ``(1, 4, 4)`` on the ``fine`` VAE's 16x16
             latents gives the 4x4 tokens per view that ``(1, 2, 2)`` gives on 8x8 ones, at the same cost.
+        target: The DiT's flow target (``MultiViewDiT``'s ``target``): ``"latent"`` (GE-Sim) or ``"residual"`` (the
+            change from the newest memory latent, times ``residual_scale``); saved in the DiT's config.
+        residual_scale: Scale of the residual target (about 1 / its standard deviation).
         n_memory: Memory frames per window (each its own latent frame).
         n_future: Future frames per window; with ``future_encoding="clip"`` 1 or ``4n + 1`` (the causal VAE).
         memory_mode: How memory frames are drawn from the past (GE-Sim trains with ``"random"``).
@@ -187,6 +194,8 @@ class GeSimConfig:
     preset: str = "tiny"
     num_tasks: int | None = None
     patch_size: tuple[int, int, int] | None = None
+    target: Literal["latent", "residual"] = "latent"
+    residual_scale: float = 4.0
     n_memory: int = 4
     n_future: int = 1
     memory_mode: Literal["uniform", "random", "contiguous"] = "random"
@@ -206,6 +215,7 @@ class GeSimConfig:
         _check(self.num_tasks is None or self.num_tasks >= 1, "component.num_tasks", self.num_tasks, ">= 1")
         ok = self.patch_size is None or (self.patch_size[0] == 1 and min(self.patch_size) >= 1)
         _check(ok, "component.patch_size", self.patch_size, "(1, p_h, p_w) with p_h, p_w >= 1")
+        _check(self.residual_scale > 0, "component.residual_scale", self.residual_scale, "> 0")
         _check(0 <= self.memory_noise <= 1, "component.memory_noise", self.memory_noise, "in [0, 1]")
         _check(0 <= self.task_dropout <= 1, "component.task_dropout", self.task_dropout, "in [0, 1]")
         _check(self.max_opening > 0, "component.max_opening", self.max_opening, "> 0")

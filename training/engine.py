@@ -55,6 +55,7 @@ from genie_env.checkpoint import (
     load_state,
     load_weights_into,
     prune_checkpoints,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from genie_env.data.lerobot import atomic_write_text
@@ -281,7 +282,10 @@ class Trainer:
         self.models: dict[str, ModelMixin] = acc.unwrap_model(self.component).models()
         self.params = [p for p in self.component.parameters() if p.requires_grad]
 
-        # 4. EMA copies, saved as "<model>_ema".
+        # 4. Fine-tuning start (a resumed run loads its own checkpoint below instead), then EMA copies.
+        if cfg.init_from and not (resume and existing is not None):
+            self._init_weights(cfg.init_from)
+        # EMA copies, saved as "<model>_ema".
         self.ema: dict[str, ModelMixin] = {}
         if cfg.ema_decay > 0:
             self.ema = {n: copy.deepcopy(m).requires_grad_(False).eval() for n, m in self.models.items()}
@@ -496,6 +500,14 @@ class Trainer:
             acc.wait_for_everyone()
         self._saved_step, self.last_checkpoint = self.step, path
         return path
+
+    def _init_weights(self, source: str) -> None:
+        """Loads every model's weights (EMA ones when saved) from checkpoint or run ``source``."""
+        root = resolve_checkpoint(source)
+        for name, model in self.models.items():
+            folder = f"{name}_ema" if (root / f"{name}_ema").is_dir() else name
+            load_weights_into(root, {folder: model})
+        self.accelerator.print(f"initialised {sorted(self.models)} from {root}")
 
     def load(self, path: Path) -> None:
         """Restores everything :meth:`save` wrote, so the next steps equal those of an uninterrupted run."""

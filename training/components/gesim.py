@@ -131,7 +131,11 @@ class GeSimComponent(Component):
             )
         self.vae = load_model(config.vae, "vae", GeSimVAE).requires_grad_(False)
         future_latent_frames(config.n_future, config.future_encoding, self.vae.temporal_factor)
-        overrides: dict[str, Any] = {"out_channels": self.vae.config.z_dim}
+        overrides: dict[str, Any] = {
+            "out_channels": self.vae.config.z_dim,
+            "target": config.target,
+            "residual_scale": config.residual_scale,
+        }
         if config.num_tasks is not None:
             overrides["num_tasks"] = config.num_tasks
         if config.patch_size is not None:

@@ -113,6 +113,12 @@ class MultiViewDiT(ModelMixin, ConfigMixin):
             would not disable it).
         num_tasks: Number of task ids; id ``num_tasks`` is the learned "no task" entry used for dropout.
         num_task_tokens: Context tokens per task in the task-embedding table.
+        target: What the flow carries on future frames (read by :mod:`~genie_env.models.gesim.flow`):
+            ``"latent"`` (GE-Sim: the future latents themselves) or ``"residual"`` (their change from the newest
+            memory latent, times ``residual_scale``), under which repeating the last frame is the zero target
+            and the network's capacity goes to what moves.
+        residual_scale: Multiplier of the residual so that it has about unit scale, as flow matching assumes
+            (frame-to-frame latent changes on our Fetch recordings have a standard deviation of about 0.25).
     """
 
     _supports_gradient_checkpointing = True
@@ -138,9 +144,15 @@ class MultiViewDiT(ModelMixin, ConfigMixin):
         cross_view_every: int = 3,
         num_tasks: int = 1,
         num_task_tokens: int = 4,
+        target: str = "latent",
+        residual_scale: float = 4.0,
     ) -> None:
         """Builds the network; the arguments are documented on the class."""
         super().__init__()
+        if target not in ("latent", "residual"):
+            raise ValueError(f"target must be 'latent' or 'residual', got {target=}")
+        if not residual_scale > 0:
+            raise ValueError(f"residual_scale must be > 0, got {residual_scale=}")
         if patch_size[0] != 1:
             raise ValueError(f"Per-frame timesteps need a temporal patch of 1, got {patch_size=}")
         if cross_view_every < 0:

@@ -6,6 +6,9 @@ Kept apart from the network (:mod:`genie_env.models.gesim.dit`). Conventions (re
 * the network predicts the velocity ``v = eps - x0``;
 * memory frames (``cond_mask == 1``) stay clean, get timestep ``sigma_c / (1 + sigma_c)`` with
   ``sigma_c = 1e-4``, and are excluded from the loss.
+* ``x0`` on future frames is the DiT's flow target (its config's ``target``): the latents themselves
+  (``"latent"``, GE-Sim), or ``residual_scale * (latent - newest memory latent)`` (``"residual"``), mapped
+  back by the sampler. Memory frames always enter as latents.
 
 GE-Sim's released sampler is written in EDM form (``sigma`` from 80 to 0.002 on a Karras grid,
 ``t = sigma / (1 + sigma)``). An Euler step in EDM space with a fixed ``x0`` prediction lands on the same
@@ -143,6 +146,53 @@ def noise_memory(
     return torch.where(_frame_mask(cond_mask).bool(), mixed, latents)
 
 
+def newest_memory(latents: torch.Tensor, cond_mask: torch.Tensor) -> torch.Tensor:
+    """The newest memory latent of every sample: memory frames come first, so it is frame ``n_memory - 1``.
+
+    Args:
+        latents: Latents ``(B, V, C, T, H, W)``.
+        cond_mask: Memory indicator ``(B, T)`` with at least one leading memory frame per row.
+
+    Returns:
+        ``(B, V, C, 1, H, W)``.
+    """
+    count = cond_mask.to(torch.long).sum(dim=1)
+    if bool((count < 1).any()):
+        raise ValueError(f"every sample needs at least one memory frame, got counts {count.tolist()}")
+    b, v, c, _, h, w = latents.shape
+    index = rearrange(count - 1, "b -> b 1 1 1 1 1").expand(b, v, c, 1, h, w)
+    return latents.gather(3, index)
+
+
+def _residual_scale(model: MultiViewDiT) -> float | None:
+    # None: the flow carries latents (GE-Sim); else the scale of the residual from the newest memory latent.
+    return float(model.config.residual_scale) if model.config.target == "residual" else None
+
+
+def to_flow_target(model: MultiViewDiT, latents: torch.Tensor, cond_mask: torch.Tensor) -> torch.Tensor:
+    """Future frames in the space the DiT's flow carries (see the module notes); memory frames unchanged.
+
+    Args:
+        model: The DiT (its config's ``target`` and ``residual_scale``).
+        latents: Latents ``(B, V, C, T, H, W)``; the newest memory frame is the residual's anchor.
+        cond_mask: Memory indicator ``(B, T)``.
+    """
+    scale = _residual_scale(model)
+    if scale is None:
+        return latents
+    future = (latents - newest_memory(latents, cond_mask)) * scale
+    return torch.where(_frame_mask(cond_mask).bool(), latents, future)
+
+
+def from_flow_target(
+    model: MultiViewDiT, x: torch.Tensor, latents: torch.Tensor, cond_mask: torch.Tensor
+) -> torch.Tensor:
+    """Inverse of :func:`to_flow_target`: future frames of ``x`` back to latents, memory frames from ``latents``."""
+    scale = _residual_scale(model)
+    future = x if scale is None else newest_memory(latents, cond_mask) + x / scale
+    return torch.where(_frame_mask(cond_mask).bool(), latents, future)
+
+
 def flow_matching_loss(
     pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, cond_mask: torch.Tensor
 ) -> torch.Tensor:
@@ -204,15 +254,17 @@ def flow_matching_step(
     if memory_noise > 0:
         memory = noise_memory(latents, cond_mask, max_strength=memory_noise, generator=generator)
     timesteps = frame_timesteps(t, cond_mask)
+    # The residual's anchor is the memory as the network sees it (augmented), as it will be in a rollout.
+    x0 = to_flow_target(model, torch.where(_frame_mask(cond_mask).bool(), memory, latents), cond_mask)
     # Memory frames enter clean (bar the augmentation); future frames are interpolated towards noise.
-    x_t = torch.where(_frame_mask(cond_mask).bool(), memory, add_noise(latents, noise, timesteps))
+    x_t = torch.where(_frame_mask(cond_mask).bool(), memory, add_noise(x0, noise, timesteps))
 
     if task_ids is not None and task_dropout > 0:
         drop = _uniform((batch,), generator, device) < task_dropout
         task_ids = torch.where(drop, torch.full_like(task_ids, model.null_task_id), task_ids)
 
     pred = model(assemble_inputs(x_t, traj, ray, cond_mask), timesteps, view_ids=view_ids, task_ids=task_ids).sample
-    loss = flow_matching_loss(pred.float(), latents.float(), noise.float(), cond_mask)
+    loss = flow_matching_loss(pred.float(), x0.float(), noise.float(), cond_mask)
     return loss, {"train/loss": loss.item(), "train/t_mean": t.mean().item()}
 
 
@@ -326,4 +378,4 @@ class FlowSampler:
             x = self.scheduler.step(velocity, step_t, x).prev_sample
             # The Euler update also moved the memory frames; put the clean ones back.
             x = torch.where(memory_mask, latents, x)
-        return x
+        return from_flow_target(model, x, latents, cond_mask)
