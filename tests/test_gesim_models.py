@@ -274,7 +274,7 @@ def test_residual_training_target(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the residual target the perfect prediction is ``eps - scale * (future - memory)``: loss 0."""
     model = build_dit("tiny", target="residual", residual_scale=2.0)
     inputs = _inputs()
-    x, cond = inputs["latents"], inputs["cond_mask"]
+    x = inputs["latents"]
     seen = {}
 
     def perfect(hidden: torch.Tensor, timesteps: torch.Tensor, **_: object) -> object:
