@@ -199,7 +199,9 @@ def _register_play(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device of the world model (default cpu)")
     p.add_argument("--headless", action="store_true", help="no window even where a display exists")
     p.add_argument(
-        "--real", action="store_true", help="GE-Sim: the real simulator beside the world, same start and actions"
+        "--real",
+        action="store_true",
+        help="the real simulator beside the world, same start and actions (Genie: through the latent mapping)",
     )
     p.add_argument(
         "--keys", metavar="I:KEY,...", default=None, help="scripted key presses by loop iteration, e.g. 0:w,3:p,4:n"

@@ -15,10 +15,12 @@ steps the world once (unless paused; ``N`` steps once while paused), or does not
 is *shown* (and recorded) whenever the world produced one: after every reset and every step, so a recording holds
 ``1 + steps + resets`` frames.
 
-With ``real=True`` (GE-Sim worlds), the real simulator the world was learned from runs beside it
-(:class:`~envs.real_twin.RealTwin`): reset into the same recorded start and given the same actions, its cameras
-are drawn in a second row under the world's, and the HUD shows the PSNR between the two rows, the distance between
-the world's tip and the real one, and the real success flag: the clearest way to see the world drift.
+With ``real=True``, the real simulator the world was learned from runs beside it
+(:class:`~envs.real_twin.RealTwin`): reset into the same recorded start and given the same actions (for Genie, the
+real action the player chose, or the real action the shipped latent mapping gives a latent one), its cameras are
+drawn in a second row under the world's, and the HUD shows the PSNR between the two rows, and the distance between
+the world's tip and the real one and the real success flag (Fetch), or the real action and return (Atari): the
+clearest way to see the world drift.
 
 Recording: ``record`` writes an mp4 of exactly what the window shows (HUD included), streamed to a temporary
 file and renamed into place when play ends, however it ends. ``record_dataset`` writes the world's frames,
@@ -521,8 +523,9 @@ def play(
             keyboard. Movement keys count as held for the iteration they are pressed in.
         headless: Run without a window (default: :func:`is_headless`).
         env_kwargs: Keyword arguments for ``gym.make`` (``checkpoint``, ``maskgit_steps``, ``denoise_steps``...).
-        real: Run the real simulator beside the world with the same start and actions (GE-Sim worlds whose start
-            states carry reset seeds; see :class:`~envs.real_twin.RealTwin`).
+        real: Run the real simulator beside the world with the same start and actions (worlds whose start states
+            carry reset seeds and lead-ins; Genie worlds also need a shipped latent mapping; see
+            :class:`~envs.real_twin.RealTwin`).
 
     Returns:
         A :class:`PlayResult`.
@@ -577,7 +580,7 @@ def play(
         controller = "policy" if headless and scripted_keys is None and policy is not None else human
         env.action_space.seed(int(seed))
         if real:
-            twin = RealTwin(core)
+            twin = RealTwin(core, keymap.latent_mapping if kind == "genie" else None)
         twin_step: TwinStep | None = None
 
         views = tile_views(core.frames())[0]
@@ -594,6 +597,8 @@ def play(
 
         # Play state.
         paused, overlay, gripper, latent = False, False, 1.0, 0
+        real_choice: str | None = None  # Genie: the real action behind the chosen latent one (arrows, space)
+        twin_return = 0.0
         last_action: Any = None
         action_label = "-"
         message = ""
@@ -604,11 +609,12 @@ def play(
         loop_fps, last_time = 0.0, time.perf_counter()
 
         def reset() -> tuple[Any, dict[str, Any]]:
-            nonlocal twin_step
+            nonlocal twin_step, twin_return
             episode_seed = int(seed) + len(result.seeds)
             obs, info = env.reset(seed=episode_seed)
             if twin is not None:
                 twin_step = twin.reset(int(info["start"]))
+                twin_return = 0.0
                 result.twin.append(twin_step)
             result.seeds.append(episode_seed)
             result.returns.append(0.0)
@@ -664,10 +670,11 @@ def play(
         def twin_line() -> str:
             if twin_step is None:
                 return ""
-            return (
-                f"below: real {twin.env_id}, same start and actions  PSNR {twin_step.psnr_db:.1f} dB"
-                f"  tip gap {twin_step.tip_gap_m * 100:.1f} cm  real success {'yes' if twin_step.success else 'no'}"
-            )
+            line = f"real {twin.env_id} below: PSNR {twin_step.psnr_db:.1f} dB"
+            if twin_step.tip_gap_m is None:
+                return f"{line}  real action {twin_step.action or '-'}  return {twin_return:+.0f}"
+            success = "yes" if twin_step.success else "no"
+            return f"{line}  tip gap {twin_step.tip_gap_m * 100:.1f} cm  success {success}"
 
         def choose(obs: Any, held: set[str]) -> tuple[Any, str]:
             if controller == "policy":
@@ -722,6 +729,7 @@ def play(
                         message = f"control: {controller}"
                 elif command == "latent":
                     latent = int(binding.value)  # type: ignore[arg-type]
+                    real_choice = None
                 elif command == "real":
                     mapped = keymap.latent_for(str(binding.value))
                     if mapped is None:
@@ -731,7 +739,7 @@ def play(
                             else f"the latent mapping has no {binding.value}"
                         )
                     else:
-                        latent = mapped
+                        latent, real_choice = mapped, str(binding.value)
                 elif command == "gripper":
                     gripper = -gripper
                 elif command == "overlay":
@@ -752,7 +760,9 @@ def play(
                 last_action = action
                 obs, reward, terminated, truncated, info = env.step(action)
                 if twin is not None:
-                    twin_step = twin.step(np.asarray(action))
+                    chosen = real_choice if kind == "genie" and controller == "human" else None
+                    twin_step = twin.step(np.asarray(action), real_action=chosen)
+                    twin_return += twin_step.reward
                     result.twin.append(twin_step)
                 reward = float(reward)
                 episode_return += reward

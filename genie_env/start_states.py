@@ -15,7 +15,9 @@ Tensors in the file (``N`` starts, ``V`` cameras, ``P`` prompt frames):
 
 The safetensors metadata holds ``cameras`` (JSON list), ``dataset``, ``sources`` (JSON list of
 ``[episode, first_frame]``), so a start can be traced back to its recording, and ``seeds`` (the real simulator's
-reset seed of each start's episode, where recorded), so the real simulator can be put in a start's state.
+reset seed of each start's episode, where recorded), so the real simulator can be put in a start's state, and
+``lead_in`` (per start, the recorded actions from the episode's first frame up to the start's last prompt frame),
+so a start in mid-episode is reached by replaying them after that reset.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class StartStates:
         tasks: the task text of every start (empty if the recording has none).
         seeds: the reset seed of every start's recorded episode (empty if the recording has none): resetting the
             real simulator with it gives the episode's first frame.
+        lead_in: per start, the recorded actions (each a list of numbers) that lead from the episode's first frame
+            to the start's last prompt frame (empty when the bank has none; an empty list for a first frame).
         meta: JSON-serialisable facts about the recording (``env_id``, fitted ``kinematics``, ...).
     """
 
@@ -72,6 +76,7 @@ class StartStates:
     tasks: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
+    lead_in: list[list[list[float]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 6 or self.frames.dtype != torch.uint8 or self.frames.shape[-1] != 3:
@@ -89,6 +94,8 @@ class StartStates:
             raise ValueError(f"{len(self.tasks)} tasks for {len(self)} starts")
         if self.seeds and len(self.seeds) != len(self):
             raise ValueError(f"{len(self.seeds)} seeds for {len(self)} starts")
+        if self.lead_in and len(self.lead_in) != len(self):
+            raise ValueError(f"{len(self.lead_in)} lead-ins for {len(self)} starts")
 
     def select(self, rows: list[int] | np.ndarray) -> StartStates:
         """The bank restricted to ``rows`` (e.g. the starts of one task)."""
@@ -102,6 +109,7 @@ class StartStates:
             [self.tasks[i] for i in index.tolist()] if self.tasks else [],
             dict(self.meta),
             [self.seeds[i] for i in index.tolist()] if self.seeds else [],
+            [self.lead_in[i] for i in index.tolist()] if self.lead_in else [],
         )
 
     def __len__(self) -> int:
@@ -125,6 +133,7 @@ class StartStates:
             "tasks": json.dumps(self.tasks),
             "meta": json.dumps(self.meta),
             "seeds": json.dumps(self.seeds),
+            "lead_in": json.dumps(self.lead_in),
         }
         try:
             save_file(tensors, str(tmp), metadata=metadata)
@@ -157,8 +166,9 @@ class StartStates:
             tasks = json.loads(metadata.get("tasks", "[]"))
             meta = json.loads(metadata.get("meta", "{}"))
             seeds = [int(s) for s in json.loads(metadata.get("seeds", "[]"))]
+            lead_in = json.loads(metadata.get("lead_in", "[]"))
             dataset = metadata.get("dataset", "")
-            return cls(frames, cameras, tensors, dataset, sources, tasks, meta, seeds)  # type: ignore[arg-type]
+            return cls(frames, cameras, tensors, dataset, sources, tasks, meta, seeds, lead_in)  # type: ignore[arg-type]
         except (SafetensorError, KeyError, ValueError, json.JSONDecodeError, OSError) as exc:
             raise CheckpointError(f"corrupt start-state bank {file}: {exc}") from exc
 
@@ -203,6 +213,7 @@ def build_start_states(
     episode_tasks = {int(row["episode_index"]): row.get("tasks", []) for row in data.episodes}
     recipe = data.info.get("genie_env", {}).get("recipe", {})
     seeds: list[int] = []
+    lead_in: list[list[list[float]]] = []
     intrinsics = [data.intrinsics(c) for c in cameras]
     extrinsic_keys = [f"observation.cameras.{c}.extrinsics" for c in cameras]
     attached: list[str] | None = None
@@ -228,6 +239,8 @@ def build_start_states(
             if all(k in episode for k in extrinsic_keys):
                 extras["extrinsics"].append(np.stack([episode[k][span] for k in extrinsic_keys]))
             sources.append((int(index), int(first)))
+            # action[t] takes frame t to t + 1: these reach the prompt's last frame from the episode's first.
+            lead_in.append(np.asarray(episode["action"][: first + prompt_frames - 1], np.float64).tolist())
             names = episode_tasks.get(int(index))
             tasks.append(str(names[0]) if names else "")
     tensors = {
@@ -242,7 +255,7 @@ def build_start_states(
         meta["attached_cameras"] = attached
     tasks = tasks if any(tasks) else []
     stacked = torch.from_numpy(np.stack(frames))
-    return StartStates(stacked, cameras, tensors, str(data.root), sources, tasks, meta, seeds)
+    return StartStates(stacked, cameras, tensors, str(data.root), sources, tasks, meta, seeds, lead_in)
 
 
 def _attached_cameras(episode: dict[str, np.ndarray], cameras: list[str]) -> list[str]:

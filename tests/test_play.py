@@ -69,7 +69,8 @@ def test_genie_arrow_keys_follow_a_shipped_latent_mapping(tmp_path: Path) -> Non
     bundle = tmp_path / "genie"
     bundle.mkdir()
     for entry in asset_path("genie-boxing-tiny").iterdir():
-        (bundle / entry.name).symlink_to(entry)
+        if entry.name != LATENT_MAPPING_FILE:  # (writing through a link would change the shipped file)
+            (bundle / entry.name).symlink_to(entry)
     (bundle / LATENT_MAPPING_FILE).write_text(json.dumps({"UP": 5, "fire": 7}))
     result = play(
         "genie_env/Genie-v0",
@@ -143,9 +144,43 @@ def test_gesim_real_twin_starts_in_the_same_state_and_follows_the_actions(tmp_pa
     np.testing.assert_array_equal(twin.last_obs["state"], result.last_obs["state"])  # the world is untouched
 
 
-def test_real_twin_refuses_a_genie_world() -> None:
-    with pytest.raises(ValueError, match="latent actions"):
-        play(GENIE, steps=1, env_kwargs=GENIE_FAST, real=True)
+def test_genie_real_twin_replays_the_lead_in_and_plays_the_chosen_real_actions(tmp_path: Path) -> None:
+    """The real Boxing is reset with the start's seed and its recorded lead-in, landing exactly on the bank's last
+    prompt frame; arrows drive it with the real action they name, number keys through the shipped mapping."""
+    from envs.real_twin import RealTwin
+    from genie_env.start_states import StartStates
+
+    bank = StartStates.load(asset_path("genie-boxing-tiny"))
+    env = gym.make(GENIE, **GENIE_FAST)
+    _, info = env.reset(seed=4)
+    mapping = load_latent_mapping(asset_path("genie-boxing-tiny"), 8)
+    twin = RealTwin(env.unwrapped.core, mapping)
+    start = int(info["start"])
+    first = twin.reset(start)
+    recorded = bank.frames[start, 0, -1].numpy().astype(int)  # decoded from the recording's video
+    assert np.abs(first.views.astype(int) - recorded).max() <= 2  # the same state, up to video coding
+    assert np.abs(twin.source.reset(bank.seeds[start])["observation.images.screen"].astype(int) - recorded).max() > 50
+    twin.reset(start)  # (the line above shows that without the lead-in the state differs)
+    assert first.psnr_db > 25 and first.tip_gap_m is None  # the world shows the tokenizer's reconstruction
+    up = twin.step(mapping["UP"], real_action="UP")
+    latent = twin.step(mapping["RIGHT"])  # latent chosen directly: the first real action mapped to it
+    assert (up.action, latent.action) == ("UP", twin.meanings[twin.latent_to_real[mapping["RIGHT"]]])
+    twin.close()
+    env.close()
+
+    keys = [(0, "up"), (2, "1")]
+    result = play(GENIE, steps=4, scripted_keys=keys, env_kwargs=GENIE_FAST, real=True, record=tmp_path / "t.mp4")
+    assert len(result.twin) == 5 and [t.action for t in result.twin[1:3]] == ["UP", "UP"]
+    assert result.twin[3].action == twin.meanings[twin.latent_to_real[0]]
+    assert iio.imread(result.video, index=None).shape == (5, *result.canvas_shape)
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for entry in asset_path("genie-boxing-tiny").iterdir():
+        if entry.name != LATENT_MAPPING_FILE:
+            (bare / entry.name).symlink_to(entry)
+    with pytest.raises(ValueError, match="latent mapping"):
+        play("genie_env/Genie-v0", steps=1, env_kwargs={"checkpoint": str(bare), **GENIE_FAST}, real=True)
 
 
 def test_policy_takes_over_with_tab_and_random_play_headless(tmp_path: Path) -> None:
