@@ -260,6 +260,30 @@ def test_residual_lam_starts_as_copy_last() -> None:
     torch.testing.assert_close(pred, frames[:, :-1], rtol=0, atol=0)
 
 
+@torch.no_grad()
+def test_motion_weight_charges_errors_on_moving_pixels_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``motion_weight`` the same squared error costs more on a pixel that moves than on a static one."""
+    kwargs = dict(image_height=SIZE, image_width=SIZE, patch_size=8, encoder_dim=32, encoder_depth=1, decoder_dim=32)
+    kwargs |= dict(decoder_depth=1, encoder_heads=2, encoder_head_dim=16, decoder_heads=2, decoder_head_dim=16)
+    kwargs |= dict(diversity_weight=0.0, variance_weight=0.0, commitment_weight=0.0)
+    frames = torch.zeros(1, 2, 3, SIZE, SIZE)
+    frames[:, 1, :, :2, :2] = 1.0  # a moving 2x2 corner
+
+    def loss_with_error_at(model: LatentActionModel, row: int) -> float:
+        """The loss's increase (over a perfect prediction) from an error of 0.5 at pixel ``(row, 0)``."""
+        losses = []
+        for error in (0.0, 0.5):
+            pred = frames[:, 1:].clone()
+            pred[:, :, :, row, 0] += error
+            monkeypatch.setattr(model, "decode", lambda *_, p=pred: p)
+            losses.append(model({"frames": frames})[0].item())
+        return losses[1] - losses[0]
+
+    plain, weighted = LatentActionModel(**kwargs), LatentActionModel(**kwargs, motion_weight=10.0)
+    assert loss_with_error_at(plain, 0) == pytest.approx(loss_with_error_at(plain, SIZE - 1))
+    assert loss_with_error_at(weighted, 0) > 5 * loss_with_error_at(weighted, SIZE - 1)
+
+
 def test_diversity_term_prefers_spread_actions() -> None:
     quantizer = VectorQuantizer(8, 4, restart_after_steps=0)
     codes = quantizer.codes().detach()

@@ -249,6 +249,8 @@ class GenieLAMConfig:
         diversity_temperature: Softmax temperature of its soft assignments; a low one saturates on a collapsed
             encoder (every sample sure of the same action) and the term's gradient vanishes.
         variance_weight: Weight of the batch-variance hinge on the latent actions.
+        motion_weight: Extra reconstruction weight on pixels that change between consecutive frames (0: plain MSE).
+        motion_threshold: Per-channel change (frames in [-1, 1]) above which a pixel counts as changing.
     """
 
     preset: str = "tiny"
@@ -256,9 +258,12 @@ class GenieLAMConfig:
     diversity_weight: float = 0.1
     diversity_temperature: float = 1.0
     variance_weight: float = 10.0
+    motion_weight: float = 0.0
+    motion_threshold: float = 0.05
 
     def __post_init__(self) -> None:
         _check(self.clip_frames >= 2, "component.clip_frames", self.clip_frames, ">= 2")
+        _check(self.motion_weight >= 0, "component.motion_weight", self.motion_weight, ">= 0")
 
 
 @dataclass

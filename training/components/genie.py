@@ -85,6 +85,8 @@ class GenieLAMComponent(_ClipComponent):
             diversity_weight=config.diversity_weight,
             diversity_temperature=config.diversity_temperature,
             variance_weight=config.variance_weight,
+            motion_weight=config.motion_weight,
+            motion_threshold=config.motion_threshold,
         )
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, Logs]:

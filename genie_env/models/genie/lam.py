@@ -75,6 +75,10 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         diversity_weight: weight of the action-diversity term in the loss (0 disables).
         diversity_temperature: softmax temperature of the diversity term's soft assignments.
         variance_weight: weight of the batch-variance hinge on the latent actions (0 disables).
+        motion_weight: extra reconstruction weight on pixels that change between ``x_t`` and ``x_{t+1}`` (0: plain
+            MSE). On Atari most of a frame is static and copying the last frame already scores well, so without it
+            the bottleneck need not carry the motion the actions should stand for.
+        motion_threshold: a pixel "changes" when any channel moves by more than this (frames in [-1, 1]).
     """
 
     _supports_gradient_checkpointing = True
@@ -106,6 +110,8 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         diversity_weight: float = 0.1,
         diversity_temperature: float = 1.0,
         variance_weight: float = 10.0,
+        motion_weight: float = 0.0,
+        motion_threshold: float = 0.05,
     ) -> None:
         super().__init__()
         if image_height % patch_size or image_width % patch_size:
@@ -230,9 +236,15 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         pred = self.decode(frames[:, :-1], vq.quantized)  # as in reconstruct(), keeping the latents
         target = frames[:, 1:]
         recon_mse = F.mse_loss(pred, target)
+        recon = recon_mse
+        if cfg.motion_weight > 0:
+            # Weight 1 + motion_weight where a pixel changes; normalised so the loss stays an MSE-sized mean.
+            moved = (target - frames[:, :-1]).abs().amax(dim=2, keepdim=True) > cfg.motion_threshold
+            weight = (1.0 + cfg.motion_weight * moved.float()).expand_as(pred)
+            recon = (weight * (pred - target).pow(2)).sum() / weight.sum()
         diversity = self.quantizer.diversity_loss(latents, cfg.diversity_temperature)
         spread = self.quantizer.variance_hinge(latents)
-        loss = recon_mse + vq.loss + cfg.diversity_weight * diversity + cfg.variance_weight * spread
+        loss = recon + vq.loss + cfg.diversity_weight * diversity + cfg.variance_weight * spread
         with torch.no_grad():
             psnr = psnr_from_mse(F.mse_loss(pred.clamp(-1.0, 1.0), target))
         logs = {
