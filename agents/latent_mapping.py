@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from genie_env.data.lerobot import LeRobotDataset, atomic_write_text
+from genie_env.eval.metrics import from_uint8
 
 FORMAT = "genie_env.latent_mapping/v1"
 SMOOTHING = 1.0
@@ -185,7 +186,7 @@ def infer_episode_latents(world: Any, screen: np.ndarray, chunk: int = 256) -> n
     """
     import torch
 
-    frames = torch.as_tensor(np.ascontiguousarray(screen)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    frames = from_uint8(torch.as_tensor(np.ascontiguousarray(screen)).permute(0, 3, 1, 2))
     total = frames.shape[0]
     if total < 2:
         return np.zeros(0, dtype=np.int64)

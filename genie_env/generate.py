@@ -19,7 +19,7 @@ import torch
 from einops import rearrange
 
 from genie_env.data.lerobot import LeRobotDataset
-from genie_env.eval.metrics import psnr, to_uint8
+from genie_env.eval.metrics import from_uint8, psnr, to_uint8
 from genie_env.models.gesim.conditioning import conditioning_maps, maps_to_uint8
 from genie_env.models.gesim.world import episode_inputs, load_world_model
 from genie_env.viz import save_preview_video, stack_rows, tile_views
@@ -136,7 +136,7 @@ def generate_episode(
 
     real_u8 = inputs["frames"][:, :total]  # (V, T, 3, H, W)
     states, extrinsics = inputs["states"][:total], inputs["extrinsics"][:, :total]
-    real = real_u8.float() / 127.5 - 1.0
+    real = from_uint8(real_u8)
     generator = torch.Generator(device=world.device).manual_seed(seed)
     start = time.perf_counter()
     result = world.rollout(

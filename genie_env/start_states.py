@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from genie_env.checkpoint import CheckpointError
 from genie_env.data.collect import episode_seeds
 from genie_env.data.lerobot import LeRobotDataset
+from genie_env.eval.metrics import from_uint8
 from genie_env.kinematics import fit_kinematics
 
 START_STATES_FILE = "start_states.safetensors"
@@ -275,4 +276,4 @@ def repeat_rows(x: torch.Tensor, n: int) -> torch.Tensor:
 
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
     """uint8 ``(..., H, W, 3)`` -> float ``(..., 3, H, W)`` in ``[-1, 1]``."""
-    return rearrange(frames, "... h w c -> ... c h w").float() / 127.5 - 1.0
+    return from_uint8(rearrange(frames, "... h w c -> ... c h w"))

@@ -32,6 +32,7 @@ import torch
 from einops import rearrange
 
 from genie_env.data.lerobot import LeRobotDataset
+from genie_env.eval.metrics import from_uint8
 
 MemoryMode = Literal["uniform", "random", "contiguous"]
 
@@ -189,7 +190,7 @@ class WindowDataset(torch.utils.data.Dataset):
         frames = np.stack([data[f"observation.images.{c}"][idx] for c in self.cameras])  # (V, T, H, W, 3)
         frames_t = torch.from_numpy(rearrange(frames, "v t h w c -> v t c h w").copy())
         if self.config.normalize:
-            frames_t = frames_t.float() / 127.5 - 1.0
+            frames_t = from_uint8(frames_t)
         actions = data["action"][idx]
         out: dict[str, torch.Tensor] = {
             "frames": frames_t,

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from genie_env import __version__
 from genie_env.data.lerobot import LeRobotDataset
 from genie_env.eval.common import PNG_SCALE, check_positive, png_windows, window_grid, window_starts
-from genie_env.eval.metrics import mean_or_none, normalized_mutual_info, psnr, ssim, to_uint8
+from genie_env.eval.metrics import from_uint8, mean_or_none, normalized_mutual_info, psnr, ssim, to_uint8
 from genie_env.models.genie.world import GenieWorldModel
 from genie_env.viz import save_png, tile_views, upscale
 
@@ -224,7 +224,7 @@ def evaluate_genie(
     for lo in range(0, num_windows, batch_size):
         hi = min(lo + batch_size, num_windows)
         real_u8 = frames[lo:hi].to(device)  # (B, L, 3, H, W)
-        real = real_u8.float() / 127.5 - 1.0
+        real = from_uint8(real_u8)
         b = hi - lo
 
         scores_p, scores_s, ids = _tokenizer_roundtrip(world, real)

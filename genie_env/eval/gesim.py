@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from genie_env import __version__
 from genie_env.data.lerobot import LeRobotDataset
 from genie_env.eval.common import PNG_SCALE, check_positive, png_windows, window_grid, window_starts
-from genie_env.eval.metrics import mean_or_none, psnr, ssim, to_uint8
+from genie_env.eval.metrics import from_uint8, mean_or_none, psnr, ssim, to_uint8
 from genie_env.models.gesim.world import GeSimWorldModel, episode_inputs
 from genie_env.viz import save_png, tile_views, upscale
 
@@ -199,7 +199,7 @@ def evaluate_gesim(
         hi = min(lo + batch_size, num_windows)
         b = hi - lo
         real_u8 = windows["frames"][lo:hi]  # (B, V, L, 3, H, W)
-        real = real_u8.float() / 127.5 - 1.0
+        real = from_uint8(real_u8)
         states, extr, intr = windows["states"][lo:hi], windows["extrinsics"][lo:hi], windows["intrinsics"][lo:hi]
         target = real_u8[:, :, prompt:]  # (B, V, horizon, 3, H, W)
 

@@ -51,6 +51,13 @@ def _prepare(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, float]:
     return a.to(dtype), b.to(dtype), data_range
 
 
+def from_uint8(frames: Tensor) -> Tensor:
+    """``uint8`` frames in ``[0, 255]`` -> float32 in ``[-1, 1]``, same shape (the inverse of :func:`to_uint8`)."""
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"from_uint8 expects uint8 frames, got dtype {frames.dtype}")
+    return frames.float() / 127.5 - 1.0
+
+
 def to_uint8(frames: Tensor) -> Tensor:
     """Float frames in ``[-1, 1]`` -> ``uint8`` in ``[0, 255]`` (rounded, clamped), same shape."""
     if not frames.is_floating_point():

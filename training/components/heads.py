@@ -39,6 +39,7 @@ from einops import rearrange
 from genie_env.data.errors import DatasetError
 from genie_env.data.lerobot import LeRobotDataset
 from genie_env.data.windows import WindowConfig, WindowDataset
+from genie_env.eval.metrics import from_uint8
 from genie_env.models.heads import WorldHeads
 from training.components.base import Batch, Component, Logs
 from training.config import DataConfig, HeadsConfig
@@ -118,7 +119,7 @@ class TransitionDataset(WindowDataset):
         data = self._episode(episode)
         t = int(idx[1])
         views = np.stack([data[f"observation.images.{c}"][idx] for c in self.cameras])  # (V, 2, H, W, 3)
-        pair = torch.from_numpy(rearrange(views, "v t h w c -> t v c h w").copy()).float() / 127.5 - 1.0
+        pair = from_uint8(torch.from_numpy(rearrange(views, "v t h w c -> t v c h w").copy()))
         out: dict[str, torch.Tensor] = {
             "prev_frames": pair[0],
             "frames": pair[1],

@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 from genie_env.checkpoint import CheckpointError, load_meta, load_model, resolve_checkpoint, save_checkpoint
 from genie_env.data.lerobot import LeRobotDataset
 from genie_env.data.windows import WindowConfig, select_memory
+from genie_env.eval.metrics import from_uint8
 from genie_env.models.bundle import WORLD_MODEL_FILE, load_bundle_model, read_bundle_info, save_bundle
 from genie_env.models.gesim.conditioning import batch_conditioning_maps
 from genie_env.models.gesim.dit import INPUT_CHANNELS, MultiViewDiT
@@ -806,7 +807,7 @@ def calibrate_vae(
     frames = np.concatenate(parts)  # (N, H, W, 3) uint8, about max_frames
     latents = []
     for lo in range(0, len(frames), batch_size):
-        x = torch.from_numpy(frames[lo : lo + batch_size]).to(device).float() / 127.5 - 1.0
+        x = from_uint8(torch.from_numpy(frames[lo : lo + batch_size]).to(device))
         x = rearrange(x, "n h w c -> n c 1 h w")
         latents.append(vae.encode(x).latent_dist.mode().float().cpu())  # raw latents (N, z, 1, h, w)
     z = rearrange(torch.cat(latents), "n c 1 h w -> c (n h w)")
