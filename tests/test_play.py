@@ -140,7 +140,8 @@ def test_shipped_gesim_worlds_play_recorded_and_answer_the_keys(tmp_path: Path, 
     )
     assert iio.imread(result.video, index=None).shape == (4, *result.canvas_shape)
     episode = LeRobotDataset(result.dataset).load_episode(0)
-    np.testing.assert_allclose(episode["action"][:3], [[0, -1, 0, 1], [0, 0, 0, -1], [0, 0, 0, -1]])  # D: -y once; Space: shut
+    # D is -y for the step it is pressed; Space shuts the gripper until pressed again.
+    np.testing.assert_allclose(episode["action"][:3], [[0, -1, 0, 1], [0, 0, 0, -1], [0, 0, 0, -1]])
     assert episode["observation.images.hand"].shape == (4, 64, 64, 3)
 
 
