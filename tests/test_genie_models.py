@@ -197,8 +197,9 @@ def test_dynamics_conditions_frame_on_previous_action() -> None:
 
 
 @torch.no_grad()
-def test_lam_action_sees_next_frame_but_not_later_ones() -> None:
-    lam = make_lam().eval()
+@pytest.mark.parametrize("encoder_difference", [False, True])
+def test_lam_action_sees_next_frame_but_not_later_ones(encoder_difference: bool) -> None:
+    lam = make_lam(encoder_difference=encoder_difference).eval()
     frames = random_frames()
     latents = lam.encode_latents(frames)  # (B, 4, action_dim); entry t explains x_t -> x_{t+1}
     assert latents.shape == (2, 4, 8)
@@ -238,6 +239,17 @@ def test_lam_decoder_cannot_bypass_the_action_bottleneck() -> None:
     pred_other = lam.decode(context, other)
     torch.testing.assert_close(pred[:, :t], pred_other[:, :t], rtol=0, atol=1e-6)
     assert differs(pred[:, t], pred_other[:, t])
+
+
+def test_lam_logs_what_its_actions_are_worth() -> None:
+    """``action_gain_psnr``: PSNR with the inferred actions minus with another clip's; 0 when actions are ignored."""
+    lam = make_lam()
+    _, logs = lam({"frames": random_frames(2, 4)})
+    assert logs["action_gain_psnr"] != 0.0
+    torch.nn.init.zeros_(lam.action_in.weight)
+    torch.nn.init.zeros_(lam.action_in.bias)
+    _, logs = lam({"frames": random_frames(2, 4)})
+    assert logs["action_gain_psnr"] == 0.0
 
 
 @torch.no_grad()

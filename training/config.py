@@ -251,6 +251,7 @@ class GenieLAMConfig:
         variance_weight: Weight of the batch-variance hinge on the latent actions.
         motion_weight: Extra reconstruction weight on pixels that change between consecutive frames (0: plain MSE).
         motion_threshold: Per-channel change (frames in [-1, 1]) above which a pixel counts as changing.
+        encoder_difference: The LAM encoder also sees each frame's change from the previous one.
     """
 
     preset: str = "tiny"
@@ -260,6 +261,7 @@ class GenieLAMConfig:
     variance_weight: float = 10.0
     motion_weight: float = 0.0
     motion_threshold: float = 0.05
+    encoder_difference: bool = False
 
     def __post_init__(self) -> None:
         _check(self.clip_frames >= 2, "component.clip_frames", self.clip_frames, ">= 2")

@@ -87,6 +87,7 @@ class GenieLAMComponent(_ClipComponent):
             variance_weight=config.variance_weight,
             motion_weight=config.motion_weight,
             motion_threshold=config.motion_threshold,
+            encoder_difference=config.encoder_difference,
         )
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, Logs]:

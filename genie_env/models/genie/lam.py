@@ -79,6 +79,9 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             MSE). On Atari most of a frame is static and copying the last frame already scores well, so without it
             the bottleneck need not carry the motion the actions should stand for.
         motion_threshold: a pixel "changes" when any channel moves by more than this (frames in [-1, 1]).
+        encoder_difference: the encoder also sees each frame's change from the previous one (``x_t - x_{t-1}``,
+            zero for the first frame) beside the frame itself. Still pixels and still causal; it hands the action
+            token the motion directly instead of leaving the encoder to find a few moved pixels by attention.
     """
 
     _supports_gradient_checkpointing = True
@@ -112,6 +115,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         variance_weight: float = 10.0,
         motion_weight: float = 0.0,
         motion_threshold: float = 0.05,
+        encoder_difference: bool = False,
     ) -> None:
         super().__init__()
         if image_height % patch_size or image_width % patch_size:
@@ -122,7 +126,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         num_patches = self.grid_h * (image_width // patch_size)
         patch_dim = in_channels * patch_size * patch_size
 
-        self.encoder_in = nn.Linear(patch_dim, encoder_dim)
+        self.encoder_in = nn.Linear(patch_dim * (2 if encoder_difference else 1), encoder_dim)
         self.action_token = nn.Parameter(torch.zeros(encoder_dim))
         # Slot 0 is the action token, slots 1.. the patches.
         self.encoder_pos = nn.Parameter(torch.zeros(num_patches + 1, encoder_dim))
@@ -173,7 +177,11 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         """
         self._check_frames(frames, min_frames=2)
         b, t = frames.shape[:2]
-        patches = self.encoder_in(self._patchify(frames))
+        pixels = self._patchify(frames)
+        if self.config.encoder_difference:
+            change = torch.cat([torch.zeros_like(pixels[:, :1]), pixels[:, 1:] - pixels[:, :-1]], dim=1)
+            pixels = torch.cat([pixels, change], dim=-1)
+        patches = self.encoder_in(pixels)
         tokens = repeat(self.action_token, "d -> b t 1 d", b=b, t=t)
         x = torch.cat([tokens, patches], dim=2) + self.encoder_pos
         out = self.encoder(x)
@@ -226,7 +234,8 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             batch: ``{"frames": (B, T, C, H, W) float in [-1, 1]}`` with ``T >= 2``.
 
         Returns:
-            ``(loss, logs)``; logs hold ``loss``, ``recon_mse``, ``psnr``, ``vq_loss``, ``action_usage`` (fraction
+            ``(loss, logs)``; logs hold ``loss``, ``recon_mse``, ``psnr``, ``action_gain_psnr`` (PSNR with the inferred
+            actions minus PSNR with another clip's), ``vq_loss``, ``action_usage`` (fraction
             of the ``num_actions`` codes used in the batch) and ``action_perplexity``.
         """
         cfg = self.config
@@ -247,10 +256,15 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         loss = recon + vq.loss + cfg.diversity_weight * diversity + cfg.variance_weight * spread
         with torch.no_grad():
             psnr = psnr_from_mse(F.mse_loss(pred.clamp(-1.0, 1.0), target))
+            # What the inferred actions are worth: the same decoder given another clip's actions (a roll of the
+            # batch). Near 0 dB means the decoder ignores the bottleneck, whatever the usage says.
+            others = self.decode(frames[:, :-1], vq.quantized.roll(1, dims=0)) if frames.shape[0] > 1 else pred
+            gain = psnr - psnr_from_mse(F.mse_loss(others.clamp(-1.0, 1.0), target))
         logs = {
             "loss": loss.item(),
             "recon_mse": recon_mse.item(),
             "psnr": psnr.item(),
+            "action_gain_psnr": gain.item(),
             "vq_loss": vq.loss.item(),
             "diversity": diversity.item(),
             "variance_hinge": spread.item(),
