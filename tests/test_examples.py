@@ -34,3 +34,32 @@ def test_world_env(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "played 4 steps of genie-boxing-tiny" in run.stdout and (tmp_path / "played.png").is_file()
     assert "PPO trained 128 timesteps" in run.stdout
+
+
+def _run(script: str, *args: str, timeout: int = 600) -> str:
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def test_train_world_model(tmp_path: Path) -> None:
+    out = _run(
+        "train_world_model.py", "--out", str(tmp_path / "run"), "--episodes", "1", "--max-steps", "12", "--steps", "2"
+    )
+    assert "recorded 13 frames" in out and "8 latent actions, stepped 6 times" in out
+    assert (tmp_path / "run" / "stepped.png").is_file()
+
+
+def test_play_world(tmp_path: Path) -> None:
+    out = _run("play_world.py", "--out", str(tmp_path), "--steps", "3", "--denoise-steps", "1")
+    assert "played 3 steps, 4 frames" in out and out.count("world vs MuJoCo PSNR") == 4
+    assert "1 episode(s), 4 frames" in out and (tmp_path / "play.mp4").is_file()
+
+
+def test_imagine_then_reality(tmp_path: Path) -> None:
+    out = _run("imagine_then_reality.py", "--out", str(tmp_path), "--steps", "64", "--episodes", "2")
+    assert "trained 64 imagined steps" in out
+    assert "world: real success" in out and "random: real success" in out
+    assert (tmp_path / "compare.png").is_file() and (tmp_path / "eval_world.json").is_file()
