@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack, get_args
 
 import numpy as np
 import torch
@@ -78,8 +78,8 @@ class GeSimCore(WorldCore):
         super().__init__(num_envs, device)
         if reward_mode not in REWARD_MODES:
             raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
-        if reward_type not in ("sparse", "dense"):
-            raise ValueError(f"reward_type must be 'sparse' or 'dense', got {reward_type!r}")
+        if reward_type not in get_args(RewardType):
+            raise ValueError(f"reward_type must be one of {get_args(RewardType)}, got {reward_type!r}")
         self.reward_type: RewardType = reward_type
         if isinstance(memory_span, bool) or not isinstance(memory_span, int) or memory_span < 1:
             raise ValueError(f"memory_span must be an integer >= 1, got {memory_span!r}")

@@ -180,6 +180,8 @@ def test_bad_input_is_refused_clearly(gesim_bundle: Path) -> None:
         gesim.step(np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="no start states for task"):
         GeSimCore(gesim.core.world, StartStates.load(gesim_bundle), task="FetchReach-v4")  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"reward_type must be one of \('sparse', 'dense'\), got 'shaped'"):
+        GeSimCore(gesim.core.world, StartStates.load(gesim_bundle), reward_type="shaped")  # type: ignore[arg-type]
     gesim.close()
     with pytest.raises(Exception, match="no world model"):
         gym.make("genie_env/Genie-v0", checkpoint="/nonexistent/bundle")
