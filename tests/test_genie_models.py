@@ -252,6 +252,27 @@ def test_lam_logs_what_its_actions_are_worth() -> None:
     assert logs["action_gain_psnr"] == 0.0
 
 
+def test_lam_continuous_phase_then_codes(tmp_path: Path) -> None:
+    """``continuous_steps``: the decoder gets the raw latent for that many training steps, then the codes."""
+    lam = make_lam(continuous_steps=2)
+    frames = random_frames(2, 4)
+    seen: list[torch.Tensor] = []
+    lam.action_in.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    for _ in range(3):
+        lam({"frames": frames})
+    codes = lam.quantizer.codes()
+    on_a_code = [
+        bool(torch.isclose(x.reshape(-1, 8) @ codes.t(), torch.tensor(1.0), atol=1e-5).any(-1).all())
+        for x in seen[::2]
+    ]  # every forward also decodes the rolled batch
+    assert on_a_code == [False, False, True] and int(lam.train_steps) == 3
+    lam.save_pretrained(tmp_path)
+    assert int(LatentActionModel.from_pretrained(tmp_path).train_steps) == 3  # a resumed run keeps its phase
+    lam.eval()
+    lam({"frames": frames})
+    assert int(lam.train_steps) == 3
+
+
 @torch.no_grad()
 def test_residual_lam_starts_as_copy_last() -> None:
     lam = LatentActionModel(

@@ -252,6 +252,7 @@ class GenieLAMConfig:
         motion_weight: Extra reconstruction weight on pixels that change between consecutive frames (0: plain MSE).
         motion_threshold: Per-channel change (frames in [-1, 1]) above which a pixel counts as changing.
         encoder_difference: The LAM encoder also sees each frame's change from the previous one.
+        continuous_steps: Training steps in which the LAM decoder gets the continuous latent instead of its code.
     """
 
     preset: str = "tiny"
@@ -262,10 +263,12 @@ class GenieLAMConfig:
     motion_weight: float = 0.0
     motion_threshold: float = 0.05
     encoder_difference: bool = False
+    continuous_steps: int = 0
 
     def __post_init__(self) -> None:
         _check(self.clip_frames >= 2, "component.clip_frames", self.clip_frames, ">= 2")
         _check(self.motion_weight >= 0, "component.motion_weight", self.motion_weight, ">= 0")
+        _check(self.continuous_steps >= 0, "component.continuous_steps", self.continuous_steps, ">= 0")
 
 
 @dataclass

@@ -88,6 +88,7 @@ class GenieLAMComponent(_ClipComponent):
             motion_weight=config.motion_weight,
             motion_threshold=config.motion_threshold,
             encoder_difference=config.encoder_difference,
+            continuous_steps=config.continuous_steps,
         )
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, Logs]:

@@ -82,6 +82,11 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         encoder_difference: the encoder also sees each frame's change from the previous one (``x_t - x_{t-1}``,
             zero for the first frame) beside the frame itself. Still pixels and still causal; it hands the action
             token the motion directly instead of leaving the encoder to find a few moved pixels by attention.
+        continuous_steps: for this many training steps the decoder gets the encoder's unit-norm latent itself
+            instead of its code. Trained through VQ from the start, the decoder can settle where it ignores the
+            action (codes that carry nothing yet are noise to it) and then no gradient reaches the encoder; with a
+            continuous start both learn a latent that explains the change first, and the dead-code restarts then
+            seed the codes from those latents. Inference always quantises.
     """
 
     _supports_gradient_checkpointing = True
@@ -116,6 +121,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         motion_weight: float = 0.0,
         motion_threshold: float = 0.05,
         encoder_difference: bool = False,
+        continuous_steps: int = 0,
     ) -> None:
         super().__init__()
         if image_height % patch_size or image_width % patch_size:
@@ -143,6 +149,9 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             decoder_dim, decoder_depth, decoder_heads, decoder_head_dim, mlp_ratio, qk_norm, context_frames, rope_base
         )
         self.decoder_out = nn.Linear(decoder_dim, patch_dim)
+
+        if continuous_steps > 0:  # counts training steps, saved with the weights so a resumed run keeps its phase
+            self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 
         self.apply(init_weights)
         for param in (self.action_token, self.encoder_pos, self.decoder_pos):
@@ -242,7 +251,12 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         frames = batch["frames"]
         latents = self.encode_latents(frames)
         vq = self.quantizer(latents)
-        pred = self.decode(frames[:, :-1], vq.quantized)  # as in reconstruct(), keeping the latents
+        codes = vq.quantized
+        if cfg.continuous_steps > 0 and self.training:
+            if int(self.train_steps) < cfg.continuous_steps:
+                codes = F.normalize(latents, dim=-1)
+            self.train_steps += 1
+        pred = self.decode(frames[:, :-1], codes)  # as in reconstruct(), keeping the latents
         target = frames[:, 1:]
         recon_mse = F.mse_loss(pred, target)
         recon = recon_mse
@@ -258,7 +272,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             psnr = psnr_from_mse(F.mse_loss(pred.clamp(-1.0, 1.0), target))
             # What the inferred actions are worth: the same decoder given another clip's actions (a roll of the
             # batch). Near 0 dB means the decoder ignores the bottleneck, whatever the usage says.
-            others = self.decode(frames[:, :-1], vq.quantized.roll(1, dims=0)) if frames.shape[0] > 1 else pred
+            others = self.decode(frames[:, :-1], codes.roll(1, dims=0)) if frames.shape[0] > 1 else pred
             gain = psnr - psnr_from_mse(F.mse_loss(others.clamp(-1.0, 1.0), target))
         logs = {
             "loss": loss.item(),
