@@ -323,6 +323,32 @@ def test_vae_per_frame_and_errors(vae) -> None:
         vae.encode_frames(x)
 
 
+def test_single_frame_convolutions_equal_diffusers_padded_path() -> None:
+    """The single-frame shortcut of the causal convolutions gives diffusers' own result, for frames and clips."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    from genie_env.models.gesim.vae import SingleFrameCausalConv3d
+
+    torch.manual_seed(1)
+    fast = build_vae("tiny").eval()
+    reference = build_vae("tiny").eval()
+    reference.load_state_dict(fast.state_dict())
+    reference._single_frame_convs = lambda: None  # keep diffusers' WanCausalConv3d everywhere
+    frame = torch.rand(3, 3, 1, 32, 48) * 2 - 1
+    clip = torch.rand(2, 3, 5, 32, 48) * 2 - 1
+    with torch.no_grad():
+        z_frame, z_clip = (fast.encode_frames(x, sample=False) for x in (frame, clip))
+        z_frame_ref, z_clip_ref = (reference.encode_frames(x, sample=False) for x in (frame, clip))
+        y_frame, y_clip = fast.decode_latents(z_frame_ref), fast.decode_latents(z_clip_ref)
+        y_frame_ref, y_clip_ref = reference.decode_latents(z_frame_ref), reference.decode_latents(z_clip_ref)
+    assert any(type(m) is SingleFrameCausalConv3d for m in fast.modules())
+    assert not any(type(m) is SingleFrameCausalConv3d for m in reference.modules())
+    assert all(type(m) is WanCausalConv3d for m in reference.modules() if isinstance(m, WanCausalConv3d))
+    for got, want in ((z_frame, z_frame_ref), (z_clip, z_clip_ref), (y_frame, y_frame_ref), (y_clip, y_clip_ref)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert fast.state_dict().keys() == reference.state_dict().keys()
+
+
 def test_vae_latent_normalisation() -> None:
     """Latents are normalised with the config's per-channel mean / std, and the mapping inverts."""
     mean, std = [float(i) for i in range(16)], [0.5 + i for i in range(16)]
