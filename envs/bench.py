@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 from envs.adapters import batch_to_numpy, check_actions, observations_to_numpy, truncations
 from envs.core import WorldCore
 from genie_env.checkpoint import CheckpointError
+from genie_env.precision import Precision, check_precision
 from genie_env.registration import ENV_IDS, NAMESPACE
 
 DEFAULT_ENVS: tuple[int, ...] = (1, 16, 64)
@@ -229,16 +230,19 @@ def build_core(
     device: str,
     maskgit_steps: int | None = None,
     denoise_steps: int | None = None,
+    precision: Precision = "float32",
 ) -> WorldCore:
     """The batched core of ``spec``'s world from ``checkpoint`` (what ``gym.make_vec`` of its id builds)."""
     if spec.name == "genie":
         from envs.genie_world import build_genie_core
 
-        return build_genie_core(checkpoint, num_envs, device=device, maskgit_steps=maskgit_steps)
+        return build_genie_core(checkpoint, num_envs, device=device, maskgit_steps=maskgit_steps, precision=precision)
     from envs.gesim_world import build_gesim_core
 
     task = ENV_IDS[spec.env_name]["kwargs"].get("task")
-    return build_gesim_core(checkpoint, num_envs, task=task, device=device, denoise_steps=denoise_steps)
+    return build_gesim_core(
+        checkpoint, num_envs, task=task, device=device, denoise_steps=denoise_steps, precision=precision
+    )
 
 
 def bench_world(
@@ -254,6 +258,7 @@ def bench_world(
     seed: int = 0,
     maskgit_steps: int | None = None,
     denoise_steps: int | None = None,
+    precision: Precision = "float32",
 ) -> dict[str, Any]:
     """Builds ``spec``'s core with ``num_envs`` envs and times adapter-equivalent batched steps (module docstring).
 
@@ -263,7 +268,13 @@ def bench_world(
     torch_device = torch.device(device)
     memory = _Memory(torch_device)
     core = build_core(
-        spec, checkpoint, num_envs, device=device, maskgit_steps=maskgit_steps, denoise_steps=denoise_steps
+        spec,
+        checkpoint,
+        num_envs,
+        device=device,
+        maskgit_steps=maskgit_steps,
+        denoise_steps=denoise_steps,
+        precision=precision,
     )
     rng = np.random.default_rng(seed)
     core.seed(rng)
@@ -300,6 +311,7 @@ def bench_world(
         "checkpoint": str(checkpoint),
         "real": spec.real,
         "num_envs": num_envs,
+        "precision": precision,
         **timing,
         "env_steps_per_s": num_envs * timing["batched_steps"] / timing["seconds"],
         "model_latency_ms_mean": float(np.mean(measured) * 1e3),
@@ -389,6 +401,7 @@ def run_bench(
     device: str = "cpu",
     maskgit_steps: int | None = None,
     denoise_steps: int | None = None,
+    precisions: Sequence[Precision] = ("float32",),
     size: int = DEFAULT_SIZE,
     warmup: int = 3,
     min_steps: int = 5,
@@ -408,6 +421,8 @@ def run_bench(
         device: Torch device of the world models (the real simulators run on the CPU).
         maskgit_steps: Genie MaskGIT steps per frame (default: the bundle's).
         denoise_steps: GE-Sim sampler steps per frame (default: the bundle's).
+        precisions: Arithmetic of the world models (:mod:`genie_env.precision`); each world and batch size is
+            measured once per entry.
         size: Image size of the real simulators' renders.
         warmup, min_steps: Step counts of each configuration (module docstring).
         max_steps: Cap on the measured batched steps of a world-model configuration (the real simulators, much
@@ -429,6 +444,9 @@ def run_bench(
         raise ValueError(f"seconds must be > 0, got {seconds}")
     if min(warmup, max_steps - 1, min_steps - 1) < 0:
         raise ValueError(f"need warmup >= 0, min_steps >= 1, max_steps >= 1; got {warmup}, {min_steps}, {max_steps}")
+    precisions = [check_precision(p) for p in precisions]
+    if not precisions:
+        raise ValueError("precisions must name at least one of float32, bfloat16")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
 
@@ -449,7 +467,8 @@ def run_bench(
 
     common = {"seconds": seconds, "warmup": warmup, "min_steps": min_steps, "seed": seed}
     reals = list(dict.fromkeys(spec.real for spec in WORLDS.values()))
-    bar = tqdm(total=len(reals) + len(worlds) * len(envs), desc="bench", unit="config", disable=not progress)
+    configs = [(spec, checkpoint, p, n) for spec, checkpoint in worlds for p in precisions for n in envs]
+    bar = tqdm(total=len(reals) + len(configs), desc="bench", unit="config", disable=not progress)
     results: list[dict[str, Any]] = []
     real_rates: dict[str, float] = {}
     try:
@@ -463,24 +482,24 @@ def run_bench(
                 results.append(record)
                 real_rates[env_id] = record["env_steps_per_s"]
             bar.update()
-        for spec, checkpoint in worlds:
-            for n in envs:
-                bar.set_postfix_str(f"{spec.name} x{n}")
-                record = bench_world(
-                    spec,
-                    checkpoint,
-                    n,
-                    device=device,
-                    max_steps=max_steps,
-                    maskgit_steps=maskgit_steps,
-                    denoise_steps=denoise_steps,
-                    **common,
-                )
-                real = real_rates.get(spec.real)
-                record["real_steps_per_s"] = real
-                record["ratio_vs_real"] = None if real is None else record["env_steps_per_s"] / real
-                results.append(record)
-                bar.update()
+        for spec, checkpoint, precision, n in configs:
+            bar.set_postfix_str(f"{spec.name} x{n} {precision}")
+            record = bench_world(
+                spec,
+                checkpoint,
+                n,
+                device=device,
+                max_steps=max_steps,
+                maskgit_steps=maskgit_steps,
+                denoise_steps=denoise_steps,
+                precision=precision,
+                **common,
+            )
+            real = real_rates.get(spec.real)
+            record["real_steps_per_s"] = real
+            record["ratio_vs_real"] = None if real is None else record["env_steps_per_s"] / real
+            results.append(record)
+            bar.update()
     finally:
         bar.close()
 
@@ -498,6 +517,7 @@ def run_bench(
             "gesim": None if gesim is None else str(gesim),
             "maskgit_steps": maskgit_steps,
             "denoise_steps": denoise_steps,
+            "precisions": precisions,
             "memory_method": "cuda_max_memory_allocated" if torch.device(device).type == "cuda" else "rss_delta",
         },
         "results": results,
@@ -521,8 +541,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"device {machine['device']}, {machine['cpus_usable']} CPUs, torch {machine['torch_version']} "
         f"({machine['torch_threads']} threads), memory: {result['settings']['memory_method']}",
         "",
-        "| world | envs | steps/s | latency ms p50/p95 | memory MB | ratio vs real |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| world | precision | envs | steps/s | latency ms p50/p95 | memory MB | ratio vs real |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["results"]:
         name = r["env_id"] if r["world"] == "real" else f"{r['world']} ({Path(r['checkpoint']).name})"
@@ -531,8 +551,8 @@ def format_table(result: dict[str, Any]) -> str:
             ratio += f" (vs {r['real']})"
         latency = f"{_fmt(r['latency_ms']['p50'], 2)} / {_fmt(r['latency_ms']['p95'], 2)}"
         lines.append(
-            f"| {name} | {r['num_envs']} | {_fmt(r['env_steps_per_s'])} | {latency} | {_fmt(r['memory_mb'])} | "
-            f"{ratio} |"
+            f"| {name} | {r.get('precision', '-')} | {r['num_envs']} | {_fmt(r['env_steps_per_s'])} | {latency} | "
+            f"{_fmt(r['memory_mb'])} | {ratio} |"
         )
     lines += [f"skipped {s['world']}: {s['reason']}" for s in result["skipped"]]
     return "\n".join(lines)

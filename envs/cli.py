@@ -21,6 +21,7 @@ EXAMPLES = """\
 examples:
   genie-env bench --json bench.json
   genie-env bench --json bench.json --envs 1,8 --seconds 3
+  genie-env bench --json bench.json --precision float32,bfloat16   # bfloat16 pays on CPUs with AMX
   genie-env bench --json bench.json --gesim runs/gesim/bundle --device cuda
 """
 
@@ -35,6 +36,15 @@ def _batch_sizes(text: str) -> list[int]:
     return sizes
 
 
+def _precisions(text: str) -> list[str]:
+    from genie_env.precision import PRECISIONS
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names or any(name not in PRECISIONS for name in names):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(PRECISIONS)}, got {text!r}")
+    return names
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from envs.bench import format_table, run_bench
 
@@ -47,6 +57,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         device=args.device,
         maskgit_steps=args.maskgit_steps,
         denoise_steps=args.denoise_steps,
+        precisions=args.precision,
         seed=args.seed,
         progress=not args.no_progress,
     )
@@ -102,6 +113,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--denoise-steps", type=int, default=None, help="GE-Sim sampler steps per frame (default: the bundle's)"
     )
     p.add_argument("--device", default="cpu", help="torch device of the world models, e.g. cpu or cuda (default cpu)")
+    p.add_argument(
+        "--precision",
+        type=_precisions,
+        default=["float32"],
+        metavar="P,P",
+        help="world-model arithmetic, float32 and/or bfloat16, each measured (default float32)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random actions and start states (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)

@@ -18,6 +18,7 @@ wasted step costs nothing extra in a batched forward pass.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from genie_env.precision import Precision, autocast, check_precision
 from genie_env.start_states import StartStates
 
 RewardMode = Literal["mean", "sample", "mode"]
@@ -58,6 +60,7 @@ class WorldCore(ABC):
     Args:
         num_envs: Batch size ``B``.
         device: Torch device of the model and all state.
+        precision: Arithmetic of the model inside a step (:mod:`genie_env.precision`); the state stays float32.
     """
 
     single_observation_space: spaces.Space
@@ -66,11 +69,12 @@ class WorldCore(ABC):
     render_fps: float = 15.0
     model_id: str = ""
 
-    def __init__(self, num_envs: int, device: torch.device | str) -> None:
+    def __init__(self, num_envs: int, device: torch.device | str, precision: Precision = "float32") -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
+        self.precision = check_precision(precision)
         self.generator = torch.Generator(self.device)
         self.steps = torch.zeros(self.num_envs, dtype=torch.long)
         self.last_latency_s = 0.0
@@ -111,6 +115,10 @@ class WorldCore(ABC):
         """Releases what the core holds (nothing by default)."""
 
     # -- shared helpers -----------------------------------------------------------------------------------------
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The context :meth:`step` and :meth:`restart` run the model in (see :attr:`precision`)."""
+        return autocast(self.device, self.precision)
 
     def timed_step(self, actions: torch.Tensor) -> CoreStep:
         """:meth:`step`, recording its wall-clock in :attr:`last_latency_s` and advancing :attr:`steps`."""

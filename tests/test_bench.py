@@ -37,6 +37,7 @@ def test_bench_json_rates_and_ratios(tmp_path: Path, gesim_bundle: Path) -> None
         seconds=0.5,
         gesim=gesim_bundle,
         maskgit_steps=2,
+        precisions=("float32", "bfloat16"),
         warmup=1,
         min_steps=2,
         progress=False,
@@ -50,12 +51,10 @@ def test_bench_json_rates_and_ratios(tmp_path: Path, gesim_bundle: Path) -> None
     assert set(real) == {"ALE/Boxing-v5", "FetchPush-v4"}
     assert real["FetchPush-v4"]["settings"]["cameras"] == ["front", "side", "hand"]
     worlds = [r for r in records if r["world"] != "real"]
-    assert sorted((r["world"], r["num_envs"]) for r in worlds) == [
-        ("genie", 1),
-        ("genie", 2),
-        ("gesim", 1),
-        ("gesim", 2),
+    assert sorted((r["world"], r["precision"], r["num_envs"]) for r in worlds) == [
+        (world, precision, n) for world in ("genie", "gesim") for precision in ("bfloat16", "float32") for n in (1, 2)
     ]
+    assert all(r["settings"]["precision"] == r["precision"] for r in worlds)
     for r in real.values():
         assert set(r) >= RECORD_KEYS
     for r in records:
@@ -73,7 +72,7 @@ def test_bench_json_rates_and_ratios(tmp_path: Path, gesim_bundle: Path) -> None
     assert genie["settings"]["maskgit_steps"] == 2
 
     table = format_table(result)
-    assert "| world | envs | steps/s | latency ms p50/p95 | memory MB | ratio vs real |" in table
+    assert "| world | precision | envs | steps/s | latency ms p50/p95 | memory MB | ratio vs real |" in table
     assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + len(records)
 
 
@@ -88,7 +87,7 @@ def test_missing_checkpoints_are_skipped_with_a_reason(tmp_path: Path, capsys: p
     assert all("no_such_bundle" in reason for reason in skipped.values())
     assert {r["world"] for r in result["results"]} == {"real"}
     printed = capsys.readouterr().out
-    assert "skipped gesim: checkpoint not found" in printed and "| FetchPush-v4 | 1 |" in printed
+    assert "skipped gesim: checkpoint not found" in printed and "| FetchPush-v4 | - | 1 |" in printed
 
 
 def test_bad_settings_are_refused() -> None:
@@ -96,3 +95,5 @@ def test_bad_settings_are_refused() -> None:
         run_bench(envs=(0,), progress=False)
     with pytest.raises(ValueError, match="seconds"):
         run_bench(seconds=0, progress=False)
+    with pytest.raises(ValueError, match="precision must be one of .* got 'fp8'"):
+        run_bench(precisions=("fp8",), progress=False)
