@@ -169,6 +169,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
             kwargs[key] = value
     if args.device is not None:
         kwargs["device"] = args.device
+    if args.precision is not None:
+        kwargs["precision"] = args.precision
     result = play(
         env_id,
         seed=args.seed,
@@ -215,6 +217,12 @@ def _register_play(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--maskgit-steps", type=int, default=None, help="Genie MaskGIT steps per frame (default: bundle)")
     p.add_argument("--denoise-steps", type=int, default=None, help="GE-Sim sampler steps per frame (default: bundle)")
     p.add_argument("--device", default=None, help="torch device of the world model (default cpu)")
+    p.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        default=None,
+        help="world-model arithmetic (default float32; bfloat16 is faster on CPUs with AMX and on GPUs)",
+    )
     p.add_argument("--headless", action="store_true", help="no window even where a display exists")
     p.add_argument(
         "--real",

@@ -179,6 +179,13 @@ def test_cli(atari_dataset: Path, tmp_path: Path) -> None:
     data = json.loads(result.read_text())
     assert data["episodes"] == 2 and data["lengths"] == [5, 5]
 
+    run = tmp_path / "imagine"
+    args = ["imagine", "genie_env/Genie-Boxing-v0", "--out", str(run), "--steps", "16", "--num-envs", "2"]
+    algo = ["--n-steps", "8", "--algo-kwargs", '{"batch_size": 16, "n_epochs": 1}', "--no-progress"]
+    assert main([*args, *algo, "--maskgit-steps", "1", "--precision", "bfloat16"]) == 0
+    assert (run / "policy.zip").is_file()
+    assert "bfloat16" in (run / "run.json").read_text()
+
 
 def test_train_in_imagination_writes_policy_curve_and_returns(tmp_path: Path) -> None:
     from agents.imagination import train_in_imagination

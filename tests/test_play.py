@@ -253,7 +253,7 @@ def test_sb3_zip_policy_loads_and_plays(tmp_path: Path) -> None:
 def test_cli_play_headless(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli.mp4"
     argv = ["play", "Genie-Boxing-v0", "--steps", "2", "--keys", "0:4", "--maskgit-steps", "1", "--size", "1"]
-    assert main([*argv, "--record", str(out), "--headless"]) == 0
+    assert main([*argv, "--record", str(out), "--headless", "--precision", "bfloat16"]) == 0
     assert "2 steps" in capsys.readouterr().out
     assert iio.imread(out, index=None).shape[0] == 3
     assert main(["play", GENIE, "--steps", "1", "--denoise-steps", "2"]) == 2
