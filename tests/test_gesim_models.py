@@ -227,6 +227,73 @@ def test_sampler_determinism(tiny: MultiViewDiT, schedule: str) -> None:
     assert torch.isfinite(a).all()
 
 
+@pytest.fixture(scope="module")
+def causal() -> MultiViewDiT:
+    torch.manual_seed(3)
+    return build_dit("tiny", memory_attention="causal").eval()
+
+
+def test_causal_memory_ignores_the_future_and_full_attention_does_not(tiny: MultiViewDiT, causal) -> None:
+    """With causal memory, changing the future frame leaves every memory token's output exactly as it was."""
+    inputs = _inputs()
+    other = dict(inputs, latents=inputs["latents"].clone(), traj=inputs["traj"].clone())
+    other["latents"][:, :, :, 4] += 1.0
+    other["traj"][:, :, :, 4] = -other["traj"][:, :, :, 4]
+    for model, memory_moves in ((causal, False), (tiny, True)):
+        a, b = _forward(model, inputs), _forward(model, other)
+        assert memory_moves == (not torch.equal(a[:, :, :, :4], b[:, :, :, :4]))
+        assert not torch.allclose(a[:, :, :, 4], b[:, :, :, 4])
+
+
+def test_cached_memory_gives_the_masked_full_pass(causal: MultiViewDiT) -> None:
+    """Future frames run alone against encode_memory's keys/values equal the future of the full masked pass."""
+    inputs = _inputs(seed=1, batch=2)
+    x = assemble_inputs(**inputs)
+    t = frame_timesteps(torch.tensor([0.7, 0.2]), inputs["cond_mask"])
+    task = torch.tensor([0, 1])
+    with torch.no_grad():
+        full = causal(x, t, task_ids=task).sample
+        memory = causal.encode_memory(x[:, :, :, :4], t[:, :4], task_ids=task)
+        future = causal(x[:, :, :, 4:], t[:, 4:], task_ids=task, memory=memory).sample
+    assert memory.num_frames == 4 and memory.batch == 2 * V and len(memory.keys_values) == 4
+    torch.testing.assert_close(future, full[:, :, :, 4:], atol=2e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="memory frames only"):
+        causal.encode_memory(x, t)
+    with pytest.raises(ValueError, match="needs memory_attention='causal'"):
+        build_dit("tiny").encode_memory(x[:, :, :, :4], t[:, :4])
+    with pytest.raises(ValueError, match="stacked views"):
+        causal(x[:1, :, :, 4:], t[:1, 4:], memory=memory)
+    with pytest.raises(ValueError, match="memory_attention must be one of"):
+        build_dit("tiny", memory_attention="sliding")
+
+
+def test_sampler_with_cached_memory_equals_the_uncached_loop(causal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sampler's cached path draws what the plain loop over the masked network draws, seed for seed."""
+    import genie_env.models.gesim.flow as flow
+
+    inputs = _inputs(seed=2)
+    sampler = FlowSampler(num_steps=3)
+    calls: list[int] = []
+    encode = causal.encode_memory
+    monkeypatch.setattr(causal, "encode_memory", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    cached = sampler(causal, **inputs, generator=torch.Generator().manual_seed(0))
+    assert calls == [1]
+    monkeypatch.setattr(flow, "memory_prefix", lambda cond_mask: 0)
+    plain = sampler(causal, **inputs, generator=torch.Generator().manual_seed(0))
+    assert calls == [1]
+    torch.testing.assert_close(cached, plain, atol=1e-4, rtol=1e-4)
+    assert torch.equal(cached[:, :, :, :4], inputs["latents"][:, :, :, :4])
+
+
+def test_memory_prefix() -> None:
+    from genie_env.models.gesim.flow import memory_prefix
+
+    assert memory_prefix(torch.tensor([[1, 1, 0], [1, 1, 0]])) == 2
+    assert memory_prefix(torch.tensor([[1, 1, 0], [1, 0, 0]])) == 0  # rows differ
+    assert memory_prefix(torch.tensor([[1, 0, 1]])) == 0  # not a prefix
+    assert memory_prefix(torch.tensor([[1, 1, 1]])) == 0  # nothing to sample
+
+
 class _ExactVelocity(torch.nn.Module):
     """Stands in for a DiT that knows the flow target is zero: ``v = x_t / t`` (``x_t = t * eps``)."""
 

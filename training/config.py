@@ -174,6 +174,8 @@ class GeSimConfig:
         target: The DiT's flow target (``MultiViewDiT``'s ``target``): ``"latent"`` (GE-Sim) or ``"residual"`` (the
             change from the newest memory latent, times ``residual_scale``); saved in the DiT's config.
         residual_scale: Scale of the residual target (about 1 / its standard deviation).
+        memory_attention: ``"full"`` (GE-Sim) or ``"causal"``: memory frames attend only to memory, so samplers
+            compute them once per generated frame instead of once per Euler step; saved in the DiT's config.
         n_memory: Memory frames per window (each its own latent frame).
         n_future: Future frames per window; with ``future_encoding="clip"`` 1 or ``4n + 1`` (the causal VAE).
         memory_mode: How memory frames are drawn from the past (GE-Sim trains with ``"random"``).
@@ -196,6 +198,7 @@ class GeSimConfig:
     patch_size: tuple[int, int, int] | None = None
     target: Literal["latent", "residual"] = "latent"
     residual_scale: float = 4.0
+    memory_attention: Literal["full", "causal"] = "full"
     n_memory: int = 4
     n_future: int = 1
     memory_mode: Literal["uniform", "random", "contiguous"] = "random"

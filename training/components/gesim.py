@@ -135,6 +135,7 @@ class GeSimComponent(Component):
             "out_channels": self.vae.config.z_dim,
             "target": config.target,
             "residual_scale": config.residual_scale,
+            "memory_attention": config.memory_attention,
         }
         if config.num_tasks is not None:
             overrides["num_tasks"] = config.num_tasks

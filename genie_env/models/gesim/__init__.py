@@ -1,7 +1,7 @@
 """GE-Sim (Genie-Envisioner) networks: multi-view flow-matching DiT, Wan VAE wrapper, flow sampler."""
 
 from genie_env.models.gesim.attention import CrossViewAttnProcessor
-from genie_env.models.gesim.dit import INPUT_CHANNELS, LATENT_CHANNELS, MultiViewDiT, assemble_inputs
+from genie_env.models.gesim.dit import INPUT_CHANNELS, LATENT_CHANNELS, MemoryKV, MultiViewDiT, assemble_inputs
 from genie_env.models.gesim.flow import (
     MEMORY_TIMESTEP,
     FlowSampler,
@@ -18,6 +18,7 @@ from genie_env.models.gesim.presets import DIT_PRESETS, VAE_PRESETS, build_dit, 
 from genie_env.models.gesim.vae import GeSimVAE
 
 __all__ = [
+    "MemoryKV",
     "DIT_PRESETS",
     "INPUT_CHANNELS",
     "LATENT_CHANNELS",

@@ -17,11 +17,19 @@ GE-Sim adds, and so does this module:
   :class:`~genie_env.models.gesim.attention.CrossViewAttnProcessor`);
 * 27 input channels per view, built by :func:`assemble_inputs`.
 
+Optionally (``memory_attention="causal"``, not in GE-Sim), memory frames attend only to memory frames. Their
+features then never depend on the frames being denoised, so a sampler computes them once per generated frame
+(:meth:`MultiViewDiT.encode_memory`) and every Euler step runs the future frames alone against the cached
+memory keys and values (``forward(..., memory=...)``), with the same result as the full masked pass.
+
 Task conditioning replaces GE-Sim's T5-11B prompt with a learned table of a few context tokens per task.
 Submodule names match ``CosmosTransformer3DModel`` so Cosmos weights can be loaded into the shared parts.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -47,6 +55,25 @@ RAY_CHANNELS = 6
 """Ray map channels: origin xyz (metres, robot base frame), then unit direction xyz."""
 INPUT_CHANNELS = LATENT_CHANNELS + TRAJ_CHANNELS + RAY_CHANNELS + 2
 """All per-view input channels: latents, trajectory, rays, condition mask, padding mask (= 27)."""
+COND_CHANNEL = LATENT_CHANNELS + TRAJ_CHANNELS + RAY_CHANNELS
+"""Index of the condition-mask channel (1 on memory frames) in the assembled input."""
+MEMORY_ATTENTION = ("full", "causal")
+
+
+@dataclass
+class MemoryKV:
+    """Every block's self-attention keys and values of a window's memory frames (:meth:`MultiViewDiT.encode_memory`).
+
+    Attributes:
+        keys_values: Per block ``(keys, values)``, each ``((B V), heads, M * h * w, head_dim)``, after QK-norm and
+            RoPE, in the order of the blocks.
+        num_frames: Memory frames ``M`` (the future frames' positions start after them).
+        batch: ``B * V``, the stacked batch they were computed for.
+    """
+
+    keys_values: list[tuple[torch.Tensor, torch.Tensor]]
+    num_frames: int
+    batch: int
 
 
 def assemble_inputs(
@@ -119,6 +146,9 @@ class MultiViewDiT(ModelMixin, ConfigMixin):
             and the network's capacity goes to what moves.
         residual_scale: Multiplier of the residual so that it has about unit scale, as flow matching assumes
             (frame-to-frame latent changes on our Fetch recordings have a standard deviation of about 0.25).
+        memory_attention: ``"full"`` (GE-Sim: every token attends to every token) or ``"causal"`` (memory
+            frames, read from the condition-mask channel, attend only to memory frames), which lets samplers cache
+            the memory's keys and values across Euler steps (:meth:`encode_memory`).
     """
 
     _supports_gradient_checkpointing = True
@@ -146,11 +176,14 @@ class MultiViewDiT(ModelMixin, ConfigMixin):
         num_task_tokens: int = 4,
         target: str = "latent",
         residual_scale: float = 4.0,
+        memory_attention: str = "full",
     ) -> None:
         """Builds the network; the arguments are documented on the class."""
         super().__init__()
         if target not in ("latent", "residual"):
             raise ValueError(f"target must be 'latent' or 'residual', got {target=}")
+        if memory_attention not in MEMORY_ATTENTION:
+            raise ValueError(f"memory_attention must be one of {MEMORY_ATTENTION}, got {memory_attention=}")
         if not residual_scale > 0:
             raise ValueError(f"residual_scale must be > 0, got {residual_scale=}")
         if patch_size[0] != 1:
@@ -187,7 +220,9 @@ class MultiViewDiT(ModelMixin, ConfigMixin):
                 for _ in range(num_layers)
             ]
         )
-        for idx in self.cross_view_block_ids:
+        # Causal memory needs the mask and the cache in every block's self-attention; per-view blocks keep one view.
+        blocks = range(num_layers) if memory_attention == "causal" else self.cross_view_block_ids
+        for idx in blocks:
             self.transformer_blocks[idx].attn1.set_processor(CrossViewAttnProcessor())
 
         # 4. Output head: AdaLN (shift, scale) + linear to (p_h, p_w, p_t, C) per token, the Cosmos layout.
@@ -231,6 +266,15 @@ class MultiViewDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"task_ids must have shape {(batch_size,)}, got {tuple(task_ids.shape)}")
         return rearrange(self.task_embed(task_ids), "b (s d) -> b s d", s=self.config.num_task_tokens)
 
+    @property
+    def causal_memory(self) -> bool:
+        """Whether memory frames attend only to memory frames (``memory_attention == "causal"``)."""
+        return self.config.memory_attention == "causal"
+
+    def _processors(self) -> list[CrossViewAttnProcessor]:
+        """The self-attention processors carrying the memory mask and cache (every block's, in causal mode)."""
+        return [block.attn1.processor for block in self.transformer_blocks]  # type: ignore[misc]
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -239,6 +283,7 @@ class MultiViewDiT(ModelMixin, ConfigMixin):
         task_ids: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         return_dict: bool = True,
+        memory: MemoryKV | None = None,
     ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
         """Predicts the velocity of every latent frame of every view.
 
@@ -253,13 +298,89 @@ class MultiViewDiT(ModelMixin, ConfigMixin):
                 prompt embeddings from a locally available encoder; it overrides ``task_ids``. This is the
                 hook for GE-Sim's prompt conditioning (no encoder is bundled or downloaded here).
             return_dict: Return a ``Transformer2DModelOutput`` instead of a tuple.
+            memory: With ``memory_attention="causal"`` only: the cached memory of :meth:`encode_memory`;
+                ``hidden_states`` then holds only the frames after it (the future frames), whose positions
+                continue after the memory's.
 
         Returns:
             Velocity ``v = eps - x0``, ``(B, V, out_channels, T, H, W)``, in ``.sample`` or as a 1-tuple.
 
         Raises:
-            ValueError: On shape mismatches or more views than ``max_views``.
+            ValueError: On shape mismatches, more views than ``max_views``, or a ``memory`` the network cannot use.
         """
+        x, embedded_t, temb, shape = self._trunk(
+            hidden_states, timestep, view_ids, task_ids, encoder_hidden_states, memory=memory
+        )
+        views, frames, post_h, post_w = shape
+        _, p_h, p_w = self.config.patch_size
+
+        # 5. Output head and unpatchify; proj_out packs each token as (p_h, p_w, p_t, C) like Cosmos.
+        x = self.proj_out(self.norm_out(x, embedded_t, temb))
+        out = rearrange(
+            x,
+            "(b v) (t h w) (ph pw pt c) -> b v c (t pt) (h ph) (w pw)",
+            v=views,
+            t=frames,
+            h=post_h,
+            w=post_w,
+            ph=p_h,
+            pw=p_w,
+            pt=1,
+        )
+        if not return_dict:
+            return (out,)
+        return Transformer2DModelOutput(sample=out)
+
+    def encode_memory(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        view_ids: torch.Tensor | None = None,
+        task_ids: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+    ) -> MemoryKV:
+        """Runs the memory frames alone and keeps every block's keys and values (``memory_attention="causal"``).
+
+        Args:
+            hidden_states: Assembled input of the memory frames only, ``(B, V, in_channels, M, H, W)``, condition
+                mask 1 on every frame.
+            timestep, view_ids, task_ids, encoder_hidden_states: As :meth:`forward`, for these frames.
+
+        Returns:
+            The :class:`MemoryKV` to pass to :meth:`forward` for the frames that follow (any number of calls).
+
+        Raises:
+            ValueError: If the network attends fully (nothing may be cached) or a frame is not memory.
+        """
+        if not self.causal_memory:
+            raise ValueError(
+                "encode_memory needs memory_attention='causal': with full attention memory features "
+                "depend on the frames being denoised"
+            )
+        shaped = hidden_states.ndim == 6 and hidden_states.shape[2] > COND_CHANNEL
+        if shaped and not bool((hidden_states[:, :, COND_CHANNEL] > 0.5).all()):
+            raise ValueError("encode_memory takes memory frames only (condition mask 1 on every frame)")
+        records: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for processor in self._processors():
+            processor.record = records
+        try:
+            self._trunk(hidden_states, timestep, view_ids, task_ids, encoder_hidden_states)
+        finally:
+            for processor in self._processors():
+                processor.record = None
+        batch = hidden_states.shape[0] * hidden_states.shape[1]
+        return MemoryKV(keys_values=records, num_frames=int(hidden_states.shape[3]), batch=batch)
+
+    def _trunk(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        view_ids: torch.Tensor | None,
+        task_ids: torch.Tensor | None,
+        encoder_hidden_states: torch.Tensor | None,
+        memory: MemoryKV | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int, int, int]]:
+        """Embedding and blocks: tokens ``((B V), T h w, D)``, the AdaLN terms, and ``(V, T, h, w)``."""
         if hidden_states.ndim != 6 or hidden_states.shape[2] != self.config.in_channels:
             raise ValueError(
                 f"hidden_states must be (B, V, {self.config.in_channels}, T, H, W), got {tuple(hidden_states.shape)}"
@@ -278,12 +399,26 @@ class MultiViewDiT(ModelMixin, ConfigMixin):
             view_ids = repeat(torch.arange(views, device=hidden_states.device), "v -> b v", b=batch)
         if tuple(view_ids.shape) != (batch, views):
             raise ValueError(f"view_ids must have shape {(batch, views)}, got {tuple(view_ids.shape)}")
+        if memory is not None:
+            if not self.causal_memory:
+                raise ValueError("memory= needs memory_attention='causal'")
+            if memory.batch != batch * views or len(memory.keys_values) != len(self.transformer_blocks):
+                raise ValueError(
+                    f"memory holds {memory.batch} stacked views and {len(memory.keys_values)} blocks, the input "
+                    f"{batch * views} and the network {len(self.transformer_blocks)}"
+                )
+        past = 0 if memory is None else memory.num_frames
 
-        # 1. Views go into the batch; RoPE positions are the same for every view.
+        # 1. Views go into the batch; RoPE positions are the same for every view. Frames after a cached memory
+        # take the positions after it.
         x = rearrange(hidden_states, "b v c t h w -> (b v) c t h w")
-        rotary_emb = self.rope(x, fps=self.config.rope_fps)
-        x = rearrange(self.patch_embed(x), "n t h w d -> n (t h w) d")
         post_h, post_w = height // p_h, width // p_w
+        if past:
+            cos, sin = self.rope(x.new_empty(1, 1, past + frames, height, width), fps=self.config.rope_fps)
+            rotary_emb = (cos[past * post_h * post_w :], sin[past * post_h * post_w :])
+        else:
+            rotary_emb = self.rope(x, fps=self.config.rope_fps)
+        x = rearrange(self.patch_embed(x), "n t h w d -> n (t h w) d")
 
         # 2. Per-frame timestep embedding plus the view term, broadcast to every token of its frame.
         # temb: (BV*T, 3D) AdaLN-LoRA term, embedded_t: (BV*T, D) RMS-normed sinusoid.
@@ -298,27 +433,37 @@ class MultiViewDiT(ModelMixin, ConfigMixin):
         context = repeat(self._context(batch, task_ids, encoder_hidden_states), "b s d -> (b v) s d", v=views)
         context = context.to(x.dtype)
 
-        # 4. Blocks (attention mask and extra position embedding unused, as in GE-Sim).
+        # 4. Blocks (attention mask and extra position embedding unused, as in GE-Sim; causal memory masks its
+        # own self-attention through the processors).
         self._set_num_views(views)
-        for block in self.transformer_blocks:
+        memory_tokens = None
+        if self.causal_memory and memory is None:
+            is_memory = hidden_states[:, 0, COND_CHANNEL, :, 0, 0] > 0.5  # (B, T)
+            if bool(is_memory.any()) and not bool(is_memory.all()):
+                memory_tokens = repeat(is_memory, "b t -> (b v) (t h w)", v=views, h=post_h, w=post_w)
+        for i, block in enumerate(self.transformer_blocks):
+            run = block
+            if self.causal_memory:
+                # The state goes in with the call, so gradient checkpointing's recomputation sees it too.
+                past_kv = None if memory is None else memory.keys_values[i]
+                run = partial(_with_attention_state, block, memory_tokens, past_kv)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, x, context, embedded_t, temb, rotary_emb)
+                x = self._gradient_checkpointing_func(run, x, context, embedded_t, temb, rotary_emb)
             else:
-                x = block(x, context, embedded_t, temb, rotary_emb)
+                x = run(x, context, embedded_t, temb, rotary_emb)
+        return x, embedded_t, temb, (views, frames, post_h, post_w)
 
-        # 5. Output head and unpatchify; proj_out packs each token as (p_h, p_w, p_t, C) like Cosmos.
-        x = self.proj_out(self.norm_out(x, embedded_t, temb))
-        out = rearrange(
-            x,
-            "(b v) (t h w) (ph pw pt c) -> b v c (t pt) (h ph) (w pw)",
-            v=views,
-            t=frames,
-            h=post_h,
-            w=post_w,
-            ph=p_h,
-            pw=p_w,
-            pt=1,
-        )
-        if not return_dict:
-            return (out,)
-        return Transformer2DModelOutput(sample=out)
+
+def _with_attention_state(
+    block: CosmosTransformerBlock,
+    memory_tokens: torch.Tensor | None,
+    past: tuple[torch.Tensor, torch.Tensor] | None,
+    *args: torch.Tensor,
+) -> torch.Tensor:
+    """Runs ``block`` with its self-attention processor holding this pass's memory mask and cached memory."""
+    processor: CrossViewAttnProcessor = block.attn1.processor  # type: ignore[assignment]
+    processor.memory_tokens, processor.past = memory_tokens, past
+    try:
+        return block(*args)
+    finally:
+        processor.memory_tokens = processor.past = None

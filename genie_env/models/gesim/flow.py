@@ -86,6 +86,15 @@ def sample_flow_times(
     return t.clamp(min=t_min, max=1.0)
 
 
+def memory_prefix(cond_mask: torch.Tensor) -> int:
+    """``M`` when every row of ``cond_mask`` ``(B, T)`` is ``M >= 1`` memory frames then only future ones, else 0."""
+    memory = cond_mask.to(torch.bool)
+    n = int(memory[0].sum())
+    prefix = torch.zeros_like(memory[0])
+    prefix[:n] = True
+    return n if n < memory.shape[1] and bool((memory == prefix).all()) else 0
+
+
 def frame_timesteps(t: torch.Tensor, cond_mask: torch.Tensor) -> torch.Tensor:
     """Per-frame network timesteps: ``t`` on future frames, :data:`MEMORY_TIMESTEP` on memory frames.
 
@@ -366,6 +375,28 @@ class FlowSampler:
         noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
         x = torch.where(memory_mask, latents, times[0] * noise)
         batch = latents.shape[0]
+        conditioning = {"view_ids": view_ids, "task_ids": task_ids, "encoder_hidden_states": encoder_hidden_states}
+        n_mem = memory_prefix(cond_mask)
+        if getattr(model, "causal_memory", False) and n_mem:
+            # The memory's features do not depend on the future frames: compute them once, then step the future.
+            mem, fut = slice(None, n_mem), slice(n_mem, None)
+            memory = model.encode_memory(
+                assemble_inputs(latents[:, :, :, mem], traj[:, :, :, mem], ray[:, :, :, mem], cond_mask[:, mem]),
+                frame_timesteps(torch.zeros(batch, device=latents.device, dtype=latents.dtype), cond_mask[:, mem]),
+                **conditioning,
+            )
+            future = x[:, :, :, fut]
+            for i, step_t in enumerate(self.scheduler.timesteps):
+                t = self.scheduler.sigmas[i].to(device=latents.device, dtype=latents.dtype).expand(batch)
+                velocity = model(
+                    assemble_inputs(future, traj[:, :, :, fut], ray[:, :, :, fut], cond_mask[:, fut]),
+                    frame_timesteps(t, cond_mask[:, fut]),
+                    memory=memory,
+                    **conditioning,
+                ).sample
+                future = self.scheduler.step(velocity, step_t, future).prev_sample
+            x = torch.cat([latents[:, :, :, mem], future], dim=3)
+            return from_flow_target(model, x, latents, cond_mask)
         for i, step_t in enumerate(self.scheduler.timesteps):
             t = self.scheduler.sigmas[i].to(device=latents.device, dtype=latents.dtype).expand(batch)
             velocity = model(
