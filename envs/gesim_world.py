@@ -123,9 +123,10 @@ class GeSimCore(WorldCore):
         _, _, height, width = self.bank_frames.shape[1:]
         sf = world.spatial_factor
         z = world.vae.config.z_dim
-        self.latents = torch.zeros(n, memory_span, v, z, height // sf, width // sf, device=self.device)
-        self.past_states = torch.zeros(n, memory_span, 8, device=self.device)
-        self.past_extrinsics = torch.zeros(n, memory_span, v, 4, 4, device=self.device)
+        self.latent_size = (height // sf, width // sf)
+        self.latents = torch.zeros(n, memory_span, v, z, *self.latent_size, device=self.device)
+        # Each frame's trajectory and ray maps at latent resolution, drawn once when the frame happens.
+        self.maps = torch.zeros(n, memory_span, v, 9, *self.latent_size, device=self.device)
         self.count = torch.zeros(n, dtype=torch.long, device=self.device)  # frames of the episode so far
         self.state = torch.zeros(n, 8, device=self.device)
         self.start_state = torch.zeros(n, 8, device=self.device)
@@ -167,9 +168,16 @@ class GeSimCore(WorldCore):
         with self.autocast():
             latents = self.world.encode(frames[:, :, None]).float()
         self.latents[ids, 0] = rearrange(latents, "b v c 1 h w -> b v c h w")
-        self.past_states[ids, 0] = self.state[ids] = self.start_state[ids] = self.bank_state[rows]
-        self.past_extrinsics[ids, 0] = self.start_extrinsics[ids] = self.bank_extrinsics[rows]
+        self.state[ids] = self.start_state[ids] = self.bank_state[rows]
+        self.start_extrinsics[ids] = self.bank_extrinsics[rows]
         self.intrinsics[ids] = self.bank_intrinsics[rows]
+        maps = self.world.frame_maps(
+            self.bank_state[rows][:, None],
+            self.bank_extrinsics[rows][:, :, None],
+            self.intrinsics[ids],
+            self.latent_size,
+        )
+        self.maps[ids, 0] = rearrange(maps, "b v c 1 h w -> b v c h w")
         if self.bank_goal is not None:
             self.goal[ids] = self.bank_goal[rows]
         self.task_ids[ids] = self.bank_tasks[rows].to(self.device)
@@ -190,13 +198,12 @@ class GeSimCore(WorldCore):
         seen = self.count.clamp(max=self.memory_span)
         return self.memory_table[seen - 1] + (self.count - seen)[:, None]
 
-    def _memory(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Memory latents ``(B, V, C, M, h, w)``, states ``(B, M, 8)`` and cameras ``(B, V, M, 4, 4)``."""
+    def _memory(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory latents ``(B, V, C, M, h, w)`` and the memory frames' maps ``(B, V, 9, M, h, w)``."""
         slot = self.memory_frames() % self.memory_span
         rows = torch.arange(self.num_envs, device=self.device)[:, None]
         latents = rearrange(self.latents[rows, slot], "b m v c h w -> b v c m h w")
-        extrinsics = rearrange(self.past_extrinsics[rows, slot], "b m v i j -> b v m i j")
-        return latents, self.past_states[rows, slot], extrinsics
+        return latents, rearrange(self.maps[rows, slot], "b m v c h w -> b v c m h w")
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor) -> CoreStep:
@@ -204,15 +211,13 @@ class GeSimCore(WorldCore):
         state = self.kinematics.step(self.state, actions)
         cameras = self._cameras(state)
         memory_frames = self.memory_frames()
-        memory, memory_states, memory_cameras = self._memory()
+        memory, memory_maps = self._memory()
+        # The memory frames' maps were drawn when they happened; only the new frame's are drawn now.
+        new_maps = self.world.frame_maps(state[:, None], cameras[:, :, None], self.intrinsics, self.latent_size)
         with self.autocast():
-            latents = self.world.predict_next_latents(
+            latents = self.world.sample_future(
                 memory,
-                memory_states,
-                memory_cameras,
-                state[:, None],
-                cameras[:, :, None],
-                self.intrinsics,
+                torch.cat([memory_maps, new_maps], dim=3),
                 task_ids=self.task_ids,
                 steps=self.steps_per_frame,
                 schedule=self.schedule,
@@ -226,8 +231,7 @@ class GeSimCore(WorldCore):
         slot = self.count % self.memory_span
         rows = torch.arange(self.num_envs, device=self.device)
         self.latents[rows, slot] = rearrange(encoded, "b v c 1 h w -> b v c h w")
-        self.past_states[rows, slot] = state
-        self.past_extrinsics[rows, slot] = cameras
+        self.maps[rows, slot] = rearrange(new_maps, "b v c 1 h w -> b v c h w")
         self.count += 1
         self.state = state
         self.previous, self.current = self.current, frames

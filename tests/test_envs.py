@@ -292,9 +292,11 @@ def test_gesim_memory_is_a_bounded_ring_with_the_newest_frame(gesim_bundle: Path
     for step in range(12):
         if step == 4:
             core.restart(np.array([1]), np.array([2]))
-        _, states, _ = core._memory()
-        # The newest memory frame is the current state of every env.
-        torch.testing.assert_close(states[:, -1], core.state)
+        _, maps = core._memory()
+        # The newest memory frame is every env's current frame: its kept maps are those of the current tip pose.
+        cameras = core._cameras(core.state)[:, :, None]
+        now = world.frame_maps(core.state[:, None], cameras, core.intrinsics, core.latent_size)
+        torch.testing.assert_close(maps[:, :, :, -1:], now)
         core.step(torch.zeros(2, 4))
     assert core.count.tolist() == [13, 9]
     assert core.latents.shape[1] == 5 and torch.isfinite(core.current).all()

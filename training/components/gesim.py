@@ -112,7 +112,8 @@ class GeSimComponent(Component):
        recorded frame is computed once and kept (``cache_latents``): the frozen VAE's encoder is most of a CPU
        step otherwise. The posterior is still sampled afresh every step, with the same random draws either way.
     2. Trajectory and ray maps are drawn from the tip states and cameras at pixel resolution, then averaged
-       down to latent resolution (:func:`~genie_env.models.gesim.world.latent_conditioning`).
+       down to latent resolution (:func:`~genie_env.models.gesim.world.pool_maps`, then
+       :func:`~genie_env.models.gesim.world.group_latent_frames`).
     3. :func:`~genie_env.models.gesim.flow_matching_step`: one flow time per window, ``x_t = (1 - t) x0 + t eps``
        on the future frames, a little noise on the memory latents, memory frames at timestep ~1e-4, task
        dropout, and the MSE to ``v = eps - x0`` on future frames only.

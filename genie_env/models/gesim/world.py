@@ -214,32 +214,6 @@ def group_latent_frames(
     return out[:, :, :3], out[:, :, 3:]
 
 
-def latent_conditioning(
-    traj: torch.Tensor,
-    ray: torch.Tensor,
-    n_memory: int,
-    latent_size: tuple[int, int],
-    encoding: FutureEncoding,
-    temporal_factor: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel-resolution maps of a window -> the DiT's conditioning at latent resolution.
-
-    :func:`pool_maps`, then :func:`group_latent_frames`.
-
-    Args:
-        traj: Trajectory maps ``(B, V, 3, T, H, W)`` in [0, 1] (memory frames first).
-        ray: Ray maps ``(B, V, 6, T, H, W)``.
-        n_memory: Number of memory frames ``M``.
-        latent_size: ``(h, w)``; ``H`` and ``W`` must be multiples of it.
-        encoding: Future encoding; with ``"clip"`` future maps are averaged per latent frame.
-        temporal_factor: The VAE's temporal compression.
-
-    Returns:
-        ``(traj, ray)``: ``(B, V, 3, M + F_lat, h, w)`` in [-1, 1] and ``(B, V, 6, M + F_lat, h, w)``.
-    """
-    return group_latent_frames(pool_maps(traj, ray, latent_size), n_memory, encoding, temporal_factor)
-
-
 def window_cond_mask(batch: int, n_memory: int, n_future_latent: int, device: torch.device | str) -> torch.Tensor:
     """Memory indicator ``(B, M + F_lat)``: 1 on the ``M`` memory latent frames, 0 on the future ones."""
     mask = torch.cat([torch.ones(n_memory), torch.zeros(n_future_latent)]).to(device)
@@ -538,13 +512,64 @@ class GeSimWorldModel(nn.Module):
                 f"memory_states must be ({batch}, {n_mem}, 8) and next_states ({batch}, F, 8), "
                 f"got {tuple(memory_states.shape)} and {tuple(next_states.shape)}"
             )
-        n_lat = future_latent_frames(n_next, self.future_encoding, self.vae.temporal_factor)
-        device = self.device
+        states = torch.cat([memory_states, next_states], dim=1)
+        extrinsics = torch.cat([memory_extrinsics, next_extrinsics], dim=2)
+        maps = self.frame_maps(states, extrinsics, intrinsics, (h, w))
+        return self.sample_future(
+            memory_latents, maps, task_ids=task_ids, steps=steps, schedule=schedule, generator=generator
+        )
+
+    def frame_maps(
+        self, states: torch.Tensor, extrinsics: torch.Tensor, intrinsics: torch.Tensor, latent_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Every frame's trajectory and ray maps at latent resolution, ``(B, V, 9, T, h, w)`` (:func:`pool_maps`).
+
+        A frame's maps depend on its own tip state and cameras only, so callers may compute them once per frame and
+        keep them (the env keeps its memory frames' maps) for :meth:`sample_future`.
+
+        Args:
+            states: ``(B, T, 8)`` tip states.
+            extrinsics: ``(B, V, T, 4, 4)`` cameras.
+            intrinsics: ``(B, V, 3, 3)``.
+            latent_size: ``(h, w)`` of the latents.
+        """
+        h, w = latent_size
         height, width = h * self.spatial_factor, w * self.spatial_factor
-        states = torch.cat([memory_states, next_states], dim=1).to(device)
-        extrinsics = torch.cat([memory_extrinsics, next_extrinsics], dim=2).to(device)
-        traj, ray = batch_conditioning_maps(states, extrinsics, intrinsics.to(device), height, width, self.max_opening)
-        traj, ray = latent_conditioning(traj, ray, n_mem, (h, w), self.future_encoding, self.vae.temporal_factor)
+        device = self.device
+        traj, ray = batch_conditioning_maps(
+            states.to(device), extrinsics.to(device), intrinsics.to(device), height, width, self.max_opening
+        )
+        return pool_maps(traj, ray, latent_size)
+
+    @torch.no_grad()
+    def sample_future(
+        self,
+        memory_latents: torch.Tensor,
+        maps: torch.Tensor,
+        *,
+        task_ids: torch.Tensor | None = None,
+        steps: int | None = None,
+        schedule: Schedule | None = None,
+        generator: Generator = None,
+    ) -> torch.Tensor:
+        """Samples the future chunk's latents from memory latents and per-frame maps (:meth:`frame_maps`).
+
+        Args:
+            memory_latents: ``(B, V, 16, M, h, w)``.
+            maps: ``(B, V, 9, M + F, h, w)``: the memory frames' maps, then the ``F`` future frames'.
+            task_ids, steps, schedule, generator: As :meth:`predict_next`.
+
+        Returns:
+            ``(B, V, 16, F_lat, h, w)`` normalised latents of the future chunk.
+        """
+        batch, _, _, n_mem, h, w = memory_latents.shape
+        if maps.ndim != 6 or maps.shape[:3] != (batch, len(self.cameras), 9) or maps.shape[3] <= n_mem:
+            raise ValueError(
+                f"maps must be ({batch}, {len(self.cameras)}, 9, {n_mem} + F, {h}, {w}), got {tuple(maps.shape)}"
+            )
+        device = self.device
+        n_lat = future_latent_frames(maps.shape[3] - n_mem, self.future_encoding, self.vae.temporal_factor)
+        traj, ray = group_latent_frames(maps.to(device), n_mem, self.future_encoding, self.vae.temporal_factor)
         cond_mask = window_cond_mask(batch, n_mem, n_lat, device)
         future = torch.zeros(batch, len(self.cameras), memory_latents.shape[2], n_lat, h, w, device=device)
         latents = torch.cat([memory_latents.to(device, torch.float32), future], dim=3)
