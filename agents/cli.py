@@ -221,6 +221,8 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``imagine``, ``real-train``, ``compare``, ``latent-mapping`` and ``real-eval`` subcommands."""
+    from genie_env.precision import PRECISIONS
+
     p = subparsers.add_parser(
         "imagine",
         help="train a stable-baselines3 agent inside a world-model env",
@@ -235,7 +237,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--denoise-steps", type=_positive, default=None, help="GE-Sim sampler steps")
     p.add_argument(
         "--precision",
-        choices=["float32", "bfloat16"],
+        choices=PRECISIONS,
         default=None,
         help="world-model arithmetic (default float32; bfloat16 is faster on CPUs with AMX and on GPUs)",
     )

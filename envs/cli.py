@@ -194,6 +194,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
 
 def _register_play(subparsers: argparse._SubParsersAction) -> None:
+    from genie_env.precision import PRECISIONS
+
     p = subparsers.add_parser(
         "play",
         help="play a world env with the keyboard (pygame window, HUD, mp4 / dataset recording)",
@@ -219,7 +221,7 @@ def _register_play(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device of the world model (default cpu)")
     p.add_argument(
         "--precision",
-        choices=["float32", "bfloat16"],
+        choices=PRECISIONS,
         default=None,
         help="world-model arithmetic (default float32; bfloat16 is faster on CPUs with AMX and on GPUs)",
     )

@@ -223,9 +223,8 @@ class GeSimCore(WorldCore):
                 schedule=self.schedule,
                 generator=self.generator,
             )
-            frames = decode_future(self.world.vae, latents, self.world.future_encoding)[
-                :, :, 0
-            ].float()  # (B, V, 3, H, W)
+            frames = decode_future(self.world.vae, latents, self.world.future_encoding)  # (B, V, 1, 3, H, W)
+            frames = frames[:, :, 0].float()
             # As the world model's rollout: memory holds the generated frames re-encoded from pixels.
             encoded = self.world.encode(frames[:, :, None]).float()
         slot = self.count % self.memory_span

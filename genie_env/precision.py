@@ -33,12 +33,3 @@ def autocast(device: torch.device | str, precision: Precision) -> contextlib.Abs
     if check_precision(precision) == "float32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-
-
-def cpu_has_amx() -> bool:
-    """Whether this (Linux) CPU advertises AMX bfloat16 tiles, where bfloat16 pays on the CPU."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
-    except OSError:
-        return False

@@ -22,7 +22,7 @@ in ``t`` between the schedule's end points instead of in EDM ``sigma``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
@@ -375,38 +375,32 @@ class FlowSampler:
         noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
         x = torch.where(memory_mask, latents, times[0] * noise)
         batch = latents.shape[0]
-        conditioning = {"view_ids": view_ids, "task_ids": task_ids, "encoder_hidden_states": encoder_hidden_states}
-        n_mem = memory_prefix(cond_mask)
-        if getattr(model, "causal_memory", False) and n_mem:
-            # The memory's features do not depend on the future frames: compute them once, then step the future.
-            mem, fut = slice(None, n_mem), slice(n_mem, None)
-            memory = model.encode_memory(
+        conditioning: dict[str, Any] = {
+            "view_ids": view_ids,
+            "task_ids": task_ids,
+            "encoder_hidden_states": encoder_hidden_states,
+        }
+        n_mem = memory_prefix(cond_mask) if getattr(model, "causal_memory", False) else 0
+        if n_mem:
+            # The memory's features do not depend on the future frames: compute them once, then step the future
+            # frames alone against them.
+            mem = slice(None, n_mem)
+            conditioning["memory"] = model.encode_memory(
                 assemble_inputs(latents[:, :, :, mem], traj[:, :, :, mem], ray[:, :, :, mem], cond_mask[:, mem]),
                 frame_timesteps(torch.zeros(batch, device=latents.device, dtype=latents.dtype), cond_mask[:, mem]),
                 **conditioning,
             )
-            future = x[:, :, :, fut]
-            for i, step_t in enumerate(self.scheduler.timesteps):
-                t = self.scheduler.sigmas[i].to(device=latents.device, dtype=latents.dtype).expand(batch)
-                velocity = model(
-                    assemble_inputs(future, traj[:, :, :, fut], ray[:, :, :, fut], cond_mask[:, fut]),
-                    frame_timesteps(t, cond_mask[:, fut]),
-                    memory=memory,
-                    **conditioning,
-                ).sample
-                future = self.scheduler.step(velocity, step_t, future).prev_sample
-            x = torch.cat([latents[:, :, :, mem], future], dim=3)
-            return from_flow_target(model, x, latents, cond_mask)
+        run = slice(n_mem, None)  # the frames the network sees at each step: all, or those after cached memory
+        x = x[:, :, :, run]
         for i, step_t in enumerate(self.scheduler.timesteps):
             t = self.scheduler.sigmas[i].to(device=latents.device, dtype=latents.dtype).expand(batch)
             velocity = model(
-                assemble_inputs(x, traj, ray, cond_mask),
-                frame_timesteps(t, cond_mask),
-                view_ids=view_ids,
-                task_ids=task_ids,
-                encoder_hidden_states=encoder_hidden_states,
+                assemble_inputs(x, traj[:, :, :, run], ray[:, :, :, run], cond_mask[:, run]),
+                frame_timesteps(t, cond_mask[:, run]),
+                **conditioning,
             ).sample
             x = self.scheduler.step(velocity, step_t, x).prev_sample
             # The Euler update also moved the memory frames; put the clean ones back.
-            x = torch.where(memory_mask, latents, x)
+            x = torch.where(memory_mask[:, :, :, run], latents[:, :, :, run], x)
+        x = torch.cat([latents[:, :, :, :n_mem], x], dim=3)
         return from_flow_target(model, x, latents, cond_mask)

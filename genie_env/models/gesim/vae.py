@@ -47,10 +47,14 @@ class GeSimVAE(AutoencoderKLWan):
     """
 
     def _single_frame_convs(self) -> None:
-        # Not in __init__: diffusers reads the config from AutoencoderKLWan.__init__'s own signature.
+        # Not in __init__: diffusers reads the config from AutoencoderKLWan.__init__'s own signature. Once per
+        # model: encode_frames and decode_latents run every env step.
+        if self.__dict__.get("_single_frame_ready"):
+            return
         for module in self.modules():
             if type(module) is WanCausalConv3d:
                 module.__class__ = SingleFrameCausalConv3d
+        self._single_frame_ready = True
 
     @property
     def temporal_factor(self) -> int:
