@@ -20,6 +20,7 @@ from genie_env.models.genie import (
     DynamicsModel,
     LatentActionModel,
     MaskGITRollout,
+    STTransformer,
     VectorQuantizer,
     VideoTokenizer,
     maskgit_sample,
@@ -468,6 +469,27 @@ def test_cached_rollout_matches_uncached_reference(choice_temperature: float) ->
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("context_frames", [3, None])
+def test_cached_frames_match_the_clip_at_any_absolute_time(context_frames: int | None) -> None:
+    # The ring cache stores keys rotated at absolute times: frame-by-frame stepping equals the causal (windowed)
+    # clip pass, and starting the stream at time 10^6 changes nothing (RoPE is relative, angles in float64).
+    torch.manual_seed(0)
+    stack = STTransformer(32, 2, 2, 16, context_frames=context_frames).eval()
+    clip = torch.randn(2, 7, 5, 32)
+    full = stack(clip)
+    for start in (0, 10**6):
+        cache = stack.new_cache(2)
+        cache.next_time = start
+        stepped = torch.cat([stack(clip[:, t : t + 1], cache=cache, update_cache=True) for t in range(7)], 1)
+        torch.testing.assert_close(stepped, full, rtol=1e-4, atol=1e-5)
+        assert cache.num_frames == (7 if context_frames is None else context_frames - 1)
+    prompt_cache = stack.new_cache(2)
+    torch.testing.assert_close(stack(clip, cache=prompt_cache, update_cache=True), full, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="update_cache"):
+        stack(clip[:, :2], cache=prompt_cache)
+
+
+@torch.no_grad()
 def test_seeded_sampling_is_deterministic() -> None:
     dynamics = make_dynamics().eval()
     prompt, action = random_tokens(2, 1), random_actions(2, 1)[:, 0]
@@ -499,7 +521,7 @@ def test_restarting_one_env_forgets_only_its_history() -> None:
     assert torch.equal(outputs[0][0], new_prompt[0]), "a restarting env returns its new prompt"
     assert torch.equal(outputs[0][1], outputs[1][1]), "the other env steps as if nothing happened"
     assert restarted.cache is not None and restarted.cache.valid is not None and continued.cache is not None
-    assert restarted.cache.valid[0].sum() == 1 and restarted.cache.valid[1].all()
+    assert restarted.cache.valid[0].sum() == 1 and restarted.cache.valid[1].sum() == restarted.cache.num_frames
 
     probe, action = torch.full((2, 4, 4), dynamics.mask_id), torch.tensor([5, 5])
     logits = dynamics.next_frame_logits(probe, action, restarted.cache)

@@ -92,10 +92,11 @@ def maskgit_sample(
             log_probs = torch.log_softmax(logits / temperature, dim=-1)
             flat = rearrange(log_probs.exp(), "b n v -> (b n) v")
             sampled = rearrange(torch.multinomial(flat, 1, generator=generator), "(b n) 1 -> b n", b=batch_size)
+            confidence = log_probs.gather(-1, sampled[..., None])[..., 0]
         else:
-            log_probs = torch.log_softmax(logits, dim=-1)
-            sampled = log_probs.argmax(dim=-1)
-        confidence = log_probs.gather(-1, sampled[..., None])[..., 0]
+            # The argmax's log-probability is its logit minus the log-partition: no (B, N, V) log-softmax needed.
+            best, sampled = logits.max(dim=-1)
+            confidence = best - torch.logsumexp(logits, dim=-1)
         if choice_temperature > 0:
             uniform = torch.rand(confidence.shape, generator=generator, device=confidence.device)
             gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0)).clamp(min=1e-20))

@@ -13,15 +13,18 @@ Positional information:
 
 * **space** -- each network adds a learned per-position embedding to its input tokens (see the model files);
 * **time** -- rotary embeddings (RoPE) inside the temporal attention. RoPE only encodes *relative* time offsets,
-  so a model trained on 16-frame clips sees the same geometry in frame 1,000 of a rollout, and a KV cache whose
-  oldest entries slide out of the window never needs re-encoding.
+  so a model trained on 16-frame clips sees the same geometry in frame 1,000 of a rollout. A :class:`KVCache`
+  therefore stores its keys already rotated, at each frame's *absolute* index in the stream (the angles are computed
+  in float64, so index 10^6 is as exact as index 3): a frame's key is rotated once, when it is appended, and never
+  again however far the window slides.
 
 Temporal context window (``context_frames = W``): a query at time ``t`` attends to times ``t - W + 1 .. t``. During
 training on clips of ``T <= W`` frames this is plain causal attention. At generation time :class:`KVCache` keeps the
-temporal keys/values of the last ``W - 1`` frames, so stepping one new frame costs one frame of compute regardless
-of the rollout length. Because the window is applied identically in the uncached path (a banded causal mask),
-cached and uncached computation agree for *any* length -- like sliding-window attention in language models, the
-receptive field of a deep stack still reaches further back than ``W`` frames through the layers.
+temporal keys/values of the last ``W - 1`` frames in a ring of ``W`` slots, so stepping one new frame costs one
+frame of compute regardless of the rollout length, and moves no history in memory. Because the window is applied
+identically in the uncached path (a banded causal mask), cached and uncached computation agree for *any* length --
+like sliding-window attention in language models, the receptive field of a deep stack still reaches further back
+than ``W`` frames through the layers.
 
 Optional QK-norm (per-head RMSNorm on queries and keys, as used for the paper's 10.1B model) keeps attention
 logits bounded in low precision.
@@ -29,27 +32,34 @@ logits bounded in low precision.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-# One layer's cached temporal keys and values, each ``((B S), heads, L, head_dim)``; keys are stored *before*
-# the rotary embedding so that they can be re-rotated to window-relative positions at every step.
+# One layer's cached temporal keys and values, each ``((B S), heads, L, head_dim)``; keys are stored *after* the
+# rotary embedding, at their frame's absolute position (see :class:`KVCache`).
 LayerKV = tuple[Tensor, Tensor]
 
 
-def _rope_cos_sin(num_positions: int, dim: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Rotary tables for positions ``0 .. num_positions - 1``.
+def _rope_cos_sin(
+    num_positions: int, dim: int, base: float, device: torch.device, start: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Rotary tables for positions ``start .. start + num_positions - 1``.
+
+    The angles are computed in float64 and only the tables are rounded to float32, so a large ``start`` (a long
+    rollout's absolute frame index) is as exact as a small one: ``rope(q, p) . rope(k, p')`` depends on ``p - p'``
+    only, to float32 round-off.
 
     Returns:
         ``(cos, sin)``, each ``(num_positions, dim // 2)`` float32.
     """
-    inv_freq = base ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
-    angles = torch.arange(num_positions, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    return angles.cos(), angles.sin()
+    inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    positions = torch.arange(start, start + num_positions, dtype=torch.float64)
+    angles = positions[:, None] * inv_freq[None, :]
+    return angles.cos().float().to(device), angles.sin().float().to(device)
 
 
 def _apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -59,42 +69,18 @@ def _apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return rotated.to(x.dtype)
 
 
-def temporal_attention_mask(
-    num_new: int,
-    num_past: int,
-    context_frames: int | None,
-    past_valid: Tensor | None,
-    spatial: int,
-    device: torch.device,
-) -> Tensor | None:
-    """Boolean mask (True = may attend) for temporal attention of ``num_new`` frames over ``num_past`` cached ones.
-
-    Args:
-        num_new: frames being computed now (queries); they sit at times ``num_past .. num_past + num_new - 1``.
-        num_past: frames already in the cache (keys only).
-        context_frames: window ``W``; ``None`` means unbounded.
-        past_valid: ``(B, num_past)`` bool, False for cache slots that belong to a previous episode.
-        spatial: number of spatial positions ``S`` (the batch of temporal attention is ``B * S``).
-        device: device of the mask.
+def temporal_attention_mask(num_frames: int, context_frames: int | None, device: torch.device) -> Tensor | None:
+    """Boolean mask (True = may attend) of causal temporal attention within a clip of ``num_frames`` frames.
 
     Returns:
-        ``None`` when plain causal attention (or no mask at all) is exact, else a mask broadcastable to
-        ``((B S), heads, num_new, num_past + num_new)``.
+        ``None`` when plain causal attention is exact (the window does not bind), else ``(1, 1, T, T)``: frame ``t``
+        attends to frames ``t - W + 1 .. t``.
     """
-    window_binds = context_frames is not None and num_past + num_new > context_frames
-    past_all_valid = past_valid is None or bool(past_valid.all())
-    if not window_binds and past_all_valid and (num_past == 0 or num_new == 1):
-        return None  # the caller uses is_causal (no past) or full attention (single new frame)
-    q_time = torch.arange(num_past, num_past + num_new, device=device)[:, None]
-    k_time = torch.arange(num_past + num_new, device=device)[None, :]
-    allowed = k_time <= q_time
-    if context_frames is not None:
-        allowed = allowed & (k_time > q_time - context_frames)
-    if past_all_valid:
-        return allowed[None, None]
-    key_valid = torch.cat([past_valid, past_valid.new_ones(past_valid.shape[0], num_new)], dim=1)  # (B, L + T)
-    allowed = allowed[None] & key_valid[:, None, :]  # (B, T, L + T)
-    return repeat(allowed, "b q k -> (b s) 1 q k", s=spatial)
+    if context_frames is None or num_frames <= context_frames:
+        return None
+    time = torch.arange(num_frames, device=device)
+    allowed = (time[None, :] <= time[:, None]) & (time[None, :] > time[:, None] - context_frames)
+    return allowed[None, None]
 
 
 class SelfAttention(nn.Module):
@@ -161,31 +147,23 @@ class STBlock(nn.Module):
         self.norm_ffn = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, int(round(dim * mlp_ratio)))
 
-    def rotate_past(self, keys: Tensor) -> Tensor:
-        """Cached un-rotated keys ``(..., L, head_dim)`` rotated to positions ``0 .. L - 1``."""
-        cos, sin = _rope_cos_sin(keys.shape[-2], self.head_dim, self.rope_base, keys.device)
-        return _apply_rope(keys, cos, sin)
-
     def forward(
-        self,
-        x: Tensor,
-        past: LayerKV | None = None,
-        past_valid: Tensor | None = None,
-        scratch: LayerKV | None = None,
+        self, x: Tensor, cache: KVCache | None = None, layer: int = 0, key_mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Run the block.
+        """Run the block over a clip, or over one new frame after a cache.
 
         Args:
-            x: ``(B, T, S, D)`` tokens of ``T`` consecutive *new* frames.
-            past: cached temporal keys/values of the frames immediately before ``x`` (see :class:`KVCache`).
-            past_valid: ``(B, L)`` bool validity of the cached frames (False = belongs to a finished episode).
-            scratch: instead of ``past``, for one new frame: :meth:`KVCache.scratch` buffers holding the *rotated*
-                past keys and the values in slots ``0 .. L - 1``; this call writes its frame into slot ``L``. The
-                MaskGIT passes of one frame share them, so the history is neither re-rotated nor copied per pass.
+            x: ``(B, T, S, D)`` tokens: a whole clip (``cache`` is None; causal within the clip), or ``T = 1`` new
+                frame at time ``cache.next_time``.
+            cache: temporal keys/values of the frames before ``x``. This call writes its frame's keys/values into the
+                cache's free slot (:meth:`KVCache.write`) and attends over every slot; :meth:`KVCache.commit` then
+                keeps them, or the next write replaces them (MaskGIT's passes over one frame).
+            layer: this block's index in the stack (its slot buffers in ``cache``).
+            key_mask: ``((B S), 1, 1, slots)`` bool from :meth:`KVCache.key_mask`, or None when every slot counts.
 
         Returns:
-            ``(x, k, v)``: the updated tokens ``(B, T, S, D)`` and this call's un-rotated temporal keys/values
-            ``((B S), heads, T, head_dim)`` for the caller to cache.
+            ``(x, k, v)``: the updated tokens ``(B, T, S, D)`` and this call's temporal keys (rotated) and values
+            ``((B S), heads, T, head_dim)``.
         """
         b, t, s, _ = x.shape
 
@@ -198,28 +176,18 @@ class STBlock(nn.Module):
         # Causal temporal attention: every spatial position is an independent sequence over time.
         h = rearrange(self.norm_temporal(x), "b t s d -> (b s) t d")
         q, k_new, v_new = self.temporal.project(h)
-        if scratch is not None:
-            if t != 1 or past is not None:
-                raise ValueError(f"scratch buffers take one new frame and no past, got {t} frames")
-            k, v = scratch
-            num_past = k.shape[2] - 1
+        start = 0 if cache is None else cache.next_time
+        if cache is not None and t != 1:
+            raise ValueError(f"a cached block takes one new frame at a time, got {t}")
+        # Only the new frames are rotated: cached keys already are, at their own absolute times.
+        cos, sin = _rope_cos_sin(t, self.head_dim, self.rope_base, x.device, start=start)
+        q, k_new = _apply_rope(q, cos, sin), _apply_rope(k_new, cos, sin)
+        if cache is None:
+            mask = temporal_attention_mask(t, self.context_frames, x.device)
+            h = F.scaled_dot_product_attention(q, k_new, v_new, attn_mask=mask, is_causal=mask is None and t > 1)
         else:
-            k, v = k_new, v_new
-            num_past = 0 if past is None else past[0].shape[2]
-            if past is not None:
-                k = torch.cat([past[0], k_new], dim=2)
-                v = torch.cat([past[1], v_new], dim=2)
-        # Positions are relative to the oldest frame in view, so they stay in 0 .. W - 1 however long the rollout.
-        cos, sin = _rope_cos_sin(num_past + t, self.head_dim, self.rope_base, x.device)
-        q = _apply_rope(q, cos[num_past:], sin[num_past:])
-        if scratch is not None:
-            k[:, :, num_past:] = _apply_rope(k_new, cos[num_past:], sin[num_past:])
-            v[:, :, num_past:] = v_new
-        else:
-            k = _apply_rope(k, cos, sin)
-        mask = temporal_attention_mask(t, num_past, self.context_frames, past_valid, s, x.device)
-        is_causal = mask is None and num_past == 0 and t > 1
-        h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+            keys, values = cache.write(layer, k_new, v_new)
+            h = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask)
         x = x + rearrange(self.temporal.output(h), "(b s) t d -> b t s d", b=b)
 
         x = x + self.ffn(self.norm_ffn(x))
@@ -230,99 +198,149 @@ class KVCache:
     """Temporal key/value cache of an :class:`STTransformer` for a batch of independent streams (e.g. envs).
 
     Only temporal attention crosses frames, so caching each layer's temporal keys/values of completed frames is
-    enough to compute a new frame exactly. The cache is a sliding window: it keeps the last ``context_frames - 1``
-    frames (the new frame itself fills the last slot of the window); older frames are dropped.
+    enough to compute a new frame exactly. The cache is a sliding window over the last ``context_frames - 1``
+    frames, kept in a **ring** of ``context_frames`` slots per layer: the frame being computed writes into the free
+    slot, :meth:`commit` makes it the newest frame and frees the oldest one's slot. Nothing already cached is ever
+    copied, concatenated or re-rotated.
 
-    All streams advance in lock-step (one slot per appended frame). A stream can start a new episode at any time
-    via :meth:`reset`, which marks its slots invalid so that attention ignores them; because every later frame is
-    appended to all streams at once, the valid slots of each stream stay contiguous and relative positions stay
-    exact.
+    * **Times.** Keys are stored rotated at their frame's absolute time in the stream (``times``); RoPE scores depend
+      only on time differences, so slot order does not matter and the window can slide without touching the keys.
+    * **Streams.** All streams advance in lock-step (one time per frame). A stream can start a new episode at any
+      time via :meth:`reset`, which marks its slots invalid so that attention ignores them, or take a multi-frame
+      prompt from another cache via :meth:`load_streams`.
+    * **Unbounded windows** (``context_frames=None``) grow the ring when it is full.
 
-    Memory: ``2 * num_layers * B * S * heads * head_dim * (context_frames - 1)`` elements.
+    Memory: ``2 * num_layers * B * S * heads * head_dim * context_frames`` elements.
 
     Attributes:
-        keys: per layer, ``((B S), heads, L, head_dim)`` un-rotated keys or ``None`` before the first append.
+        keys: per layer, ``((B S), heads, slots, head_dim)`` rotated keys, or ``None`` before the first frame.
         values: per layer, like ``keys``.
-        valid: ``(B, L)`` bool, True where the slot belongs to the stream's current episode.
+        times: per slot, the absolute time of the frame it holds, or ``None`` for a free slot.
+        valid: ``(B, slots)`` bool, True where the slot holds a frame of the stream's current episode.
+        next_time: absolute time of the next frame.
     """
 
-    def __init__(self, num_layers: int, batch_size: int, context_frames: int | None) -> None:
+    def __init__(
+        self, num_layers: int, batch_size: int, context_frames: int | None, head_dim: int, rope_base: float
+    ) -> None:
         self.batch_size = batch_size
         self.max_frames = None if context_frames is None else max(context_frames - 1, 0)
+        self.head_dim = head_dim
+        self.rope_base = rope_base
         self.keys: list[Tensor | None] = [None] * num_layers
         self.values: list[Tensor | None] = [None] * num_layers
+        self.times: list[int | None] = [None] * (1 if self.max_frames is None else self.max_frames + 1)
         self.valid: Tensor | None = None
-        self._scratch: list[LayerKV | None] = [None] * num_layers
+        self.next_time = 0
 
     @property
     def num_frames(self) -> int:
-        """Number of cached frame slots ``L`` (valid or not)."""
-        return 0 if self.valid is None else self.valid.shape[1]
+        """Number of cached frames (slots holding a frame, valid or not)."""
+        return sum(t is not None for t in self.times)
 
-    def layer(self, index: int) -> LayerKV | None:
-        """Cached ``(keys, values)`` of layer ``index`` or ``None`` when empty."""
-        k, v = self.keys[index], self.values[index]
-        if k is None or v is None or k.shape[2] == 0:
-            return None
-        return k, v
+    def _free_slot(self) -> int:
+        """Index of a free slot; an unbounded ring grows by one when full."""
+        for i, time in enumerate(self.times):
+            if time is None:
+                return i
+        self.times.append(None)
+        if self.valid is not None:
+            self.valid = F.pad(self.valid, (0, 1), value=False)
+        return len(self.times) - 1
 
-    def scratch(self, index: int, rotate: Callable[[Tensor], Tensor]) -> LayerKV | None:
-        """Layer ``index``'s buffers ``((B S), heads, L + 1, head_dim)`` for sampling one new frame repeatedly.
+    def key_mask(self, spatial: int, device: torch.device) -> Tensor | None:
+        """Which slots the next frame attends to: its stream's valid frames and its own (free) slot.
 
-        Slots ``0 .. L - 1`` hold ``rotate(keys)`` and the values, built once per cache state (any change to the
-        cache drops them); slot ``L`` is for the new frame. ``None`` when the layer has no history.
+        Returns:
+            ``((B S), 1, 1, slots)`` bool, or ``None`` when every slot counts.
         """
-        layer = self.layer(index)
-        if layer is None:
+        slot = self._free_slot()
+        if self.valid is None:
+            valid = torch.zeros(self.batch_size, len(self.times), dtype=torch.bool, device=device)
+        else:
+            valid = self.valid.clone()
+        valid[:, slot] = True
+        if bool(valid.all()):
             return None
-        if self._scratch[index] is None:
-            k, v = layer
-            k_buf = k.new_empty(*k.shape[:2], k.shape[2] + 1, k.shape[3])
-            v_buf = v.new_empty(*v.shape[:2], v.shape[2] + 1, v.shape[3])
-            k_buf[:, :, :-1] = rotate(k)
-            v_buf[:, :, :-1] = v
-            self._scratch[index] = (k_buf, v_buf)
-        return self._scratch[index]
+        return repeat(valid, "b k -> (b s) 1 1 k", s=spatial)
 
-    def append(self, new: list[tuple[Tensor, Tensor]]) -> None:
-        """Append every layer's keys/values of ``T`` new frames (all streams valid) and trim to the window."""
-        self._scratch = [None] * len(self.keys)
-        num_new = new[0][0].shape[2]
-        for i, (k, v) in enumerate(new):
-            old_k, old_v = self.keys[i], self.values[i]
-            k = k if old_k is None else torch.cat([old_k, k], dim=2)
-            v = v if old_v is None else torch.cat([old_v, v], dim=2)
-            if self.max_frames is not None:
-                start = k.shape[2] - min(k.shape[2], self.max_frames)
-                k, v = k[:, :, start:], v[:, :, start:]
-            # Detach and copy so that trimming frees the old buffers instead of keeping views alive.
-            self.keys[i], self.values[i] = k.detach().contiguous(), v.detach().contiguous()
-        device = new[0][0].device
-        valid_new = torch.ones(self.batch_size, num_new, dtype=torch.bool, device=device)
-        valid = valid_new if self.valid is None else torch.cat([self.valid, valid_new], dim=1)
-        if self.max_frames is not None:
-            valid = valid[:, valid.shape[1] - min(valid.shape[1], self.max_frames) :]
-        self.valid = valid
+    def write(self, layer: int, keys: Tensor, values: Tensor) -> LayerKV:
+        """Store one new frame's rotated keys and values ``((B S), heads, 1, head_dim)`` in the free slot.
+
+        Returns:
+            The layer's whole buffers ``((B S), heads, slots, head_dim)``.
+        """
+        slot = self._free_slot()
+        buffers = []
+        for store, new in ((self.keys, keys), (self.values, values)):
+            buffer = store[layer]
+            if buffer is None or buffer.shape[2] < len(self.times) or buffer.dtype != new.dtype:
+                grown = new.new_zeros(*new.shape[:2], len(self.times), new.shape[3])
+                if buffer is not None:
+                    grown[:, :, : buffer.shape[2]] = buffer
+                buffer = grown
+                store[layer] = buffer
+            buffer[:, :, slot : slot + 1] = new.detach()
+            buffers.append(buffer)
+        return buffers[0], buffers[1]
+
+    def commit(self) -> None:
+        """Keep the frame just written as the newest frame of every stream; the oldest leaves the window."""
+        slot = self._free_slot()
+        self.times[slot] = self.next_time
+        self.next_time += 1
+        if self.valid is None:
+            self.valid = torch.zeros(self.batch_size, len(self.times), dtype=torch.bool, device=self._device())
+        self.valid[:, slot] = True
+        if self.max_frames is not None and self.num_frames > self.max_frames:
+            oldest = min((t, i) for i, t in enumerate(self.times) if t is not None)[1]
+            self.times[oldest] = None
+            self.valid[:, oldest] = False
+
+    def _device(self) -> torch.device:
+        buffer = next((k for k in self.keys if k is not None), None)
+        return torch.device("cpu") if buffer is None else buffer.device
 
     def reset(self, streams: Tensor) -> None:
-        """Forget the history of the streams where ``streams`` (B,) bool is True (start of a new episode)."""
-        if self.valid is not None:
+        """Forget the history of the streams where ``streams`` (B,) bool is True (start of a new episode).
+
+        When every stream restarts, the cache starts over at time 0, so that a seeded episode is bit-identical
+        however long the cache ran before (RoPE is relative only up to float round-off of the absolute angles).
+        """
+        if bool(streams.all()):
+            self.clear()
+        elif self.valid is not None:
             self.valid = self.valid & ~streams.to(self.valid.device)[:, None]
+
+    def clear(self) -> None:
+        """Forget everything and start over at time 0 (the buffers are kept for reuse)."""
+        self.times = [None] * len(self.times)
+        self.valid = None
+        self.next_time = 0
+
+    def _rotate(self, keys: Tensor, shift: int) -> Tensor:
+        """``keys`` rotated ``shift`` time steps further (rotations compose: ``R(a) R(b) = R(a + b)``)."""
+        if shift == 0:
+            return keys
+        cos, sin = _rope_cos_sin(1, self.head_dim, self.rope_base, keys.device, start=shift)
+        return _apply_rope(keys, cos, sin)
 
     def load_streams(self, streams: Tensor, source: KVCache) -> None:
         """Replace the history of some streams by another cache's (an env restarting from a multi-frame prompt).
 
         ``source`` holds the ``n = streams.sum()`` restarting streams, in order, e.g. a fresh cache that the prompt
-        frames were appended to. Their frames become the newest slots of those streams, the older slots of those
-        streams turn invalid, and the other streams are untouched. Because positions are relative to the oldest
-        slot and the loaded frames end at the newest slot, every stream still sees exact relative positions.
+        frames were appended to. Its ``m`` frames become those streams' frames at the ``m`` latest times of this
+        cache (slots are claimed for times this cache has not seen yet, invalid for the other streams), their older
+        frames turn invalid, and the other streams are untouched. The loaded keys are rotated by the difference of
+        the two times, so every stream still sees exact relative positions.
 
         Args:
             streams: ``(B,)`` bool, True for the streams to overwrite.
             source: cache of ``n`` streams with the same layers, heads and head size.
 
         Raises:
-            ValueError: If the stream count or the layer count does not match.
+            ValueError: If the stream count or the layer count does not match, or the source holds more frames than
+                this window.
         """
         streams = streams.to(torch.bool)
         n = int(streams.sum())
@@ -333,37 +351,49 @@ class KVCache:
             )
         if len(source.keys) != len(self.keys):
             raise ValueError(f"source has {len(source.keys)} layers, this cache {len(self.keys)}")
-        if n == 0 or source.valid is None or source.num_frames == 0:
+        num_new = source.num_frames
+        if n == 0 or source.valid is None or num_new == 0:
             self.reset(streams)
             return
-        self._scratch = [None] * len(self.keys)
-        num_new = source.num_frames
+        if n == self.batch_size:  # every stream restarts: start over at the source's times (no rotation)
+            self.clear()
+            self.next_time = source.next_time
         if self.max_frames is not None and num_new > self.max_frames:
             raise ValueError(f"source holds {num_new} frames, more than this window's {self.max_frames}")
         device = source.valid.device
         streams = streams.to(device)
-        if self.valid is None:  # an empty cache: start from all-invalid slots shaped like the source's
-            like = [(k.new_zeros(k.shape[0] // n * self.batch_size, *k.shape[1:]), k) for k in source.keys]  # type: ignore[union-attr]
-            self.keys = [z for z, _ in like]
-            self.values = [z.clone() for z, _ in like]
-            self.valid = torch.zeros(self.batch_size, num_new, dtype=torch.bool, device=device)
-        pad = num_new - self.num_frames
-        if pad > 0:  # fewer slots than the prompt: prepend invalid slots to every stream
-            self.keys = [F.pad(k, (0, 0, pad, 0)) for k in self.keys]  # type: ignore[arg-type]
-            self.values = [F.pad(v, (0, 0, pad, 0)) for v in self.values]  # type: ignore[arg-type]
-            self.valid = F.pad(self.valid, (pad, 0), value=False)
-        spatial = self.keys[0].shape[0] // self.batch_size  # type: ignore[union-attr]
+        if self.valid is None:
+            self.valid = torch.zeros(self.batch_size, len(self.times), dtype=torch.bool, device=device)
+        # Source frames, oldest first, and the times they take here: the latest num_new times before next_time.
+        source_slots = sorted((t, i) for i, t in enumerate(source.times) if t is not None)
+        targets = []
+        for j, (source_time, source_slot) in enumerate(source_slots):
+            time = self.next_time - num_new + j
+            if time not in self.times:  # a time this cache never had: claim a free slot, invalid for every stream
+                slot = self._free_slot()
+                self.times[slot] = time
+                self.valid[:, slot] = False
+            targets.append((self.times.index(time), time - source_time, source_slot))
+        spatial = source.keys[0].shape[0] // n  # type: ignore[union-attr]
         rows = repeat(streams, "b -> (b s)", s=spatial)
         for i in range(len(self.keys)):
-            for store, new in ((self.keys, source.keys[i]), (self.values, source.values[i])):
-                tensor = store[i].clone()  # type: ignore[union-attr]
-                block = torch.zeros_like(tensor[rows])
-                block[:, :, -num_new:] = new  # type: ignore[index]
-                tensor[rows] = block
-                store[i] = tensor
+            for store, loaded in ((self.keys, source.keys[i]), (self.values, source.values[i])):
+                buffer = store[i]
+                if buffer is None or buffer.shape[2] < len(self.times):
+                    grown = loaded.new_zeros(rows.shape[0], loaded.shape[1], len(self.times), loaded.shape[3])  # type: ignore[union-attr]
+                    if buffer is not None:
+                        grown[:, :, : buffer.shape[2]] = buffer
+                    buffer = grown
+                block = buffer[rows]
+                for slot, shift, source_slot in targets:
+                    frame = loaded[:, :, source_slot : source_slot + 1]  # type: ignore[index]
+                    block[:, :, slot : slot + 1] = self._rotate(frame, shift) if store is self.keys else frame
+                buffer[rows] = block
+                store[i] = buffer
         valid = self.valid.clone()
         valid[streams] = False
-        valid[streams, -num_new:] = source.valid[:, -num_new:]
+        for slot, _, source_slot in targets:
+            valid[streams, slot] = source.valid[:, source_slot]
         self.valid = valid
 
 
@@ -403,7 +433,8 @@ class STTransformer(nn.Module):
 
     def new_cache(self, batch_size: int) -> KVCache:
         """An empty :class:`KVCache` for ``batch_size`` streams sized to this stack's window."""
-        return KVCache(len(self.blocks), batch_size, self.context_frames)
+        block = self.blocks[0]
+        return KVCache(len(self.blocks), batch_size, self.context_frames, block.head_dim, block.rope_base)
 
     def forward(
         self,
@@ -424,28 +455,36 @@ class STTransformer(nn.Module):
         Returns:
             ``(B, T, S, D)`` normalised output tokens.
         """
-        new_kv: list[tuple[Tensor, Tensor]] = []
-        past_valid = None if cache is None or cache.num_frames == 0 else cache.valid
-        # One new frame over an unchanging history (MaskGIT's passes): rotate and lay out the history once.
-        reuse_past = cache is not None and not update_cache and x.shape[1] == 1 and not torch.is_grad_enabled()
         if block_inputs is not None and len(block_inputs) != len(self.blocks):
             raise ValueError(f"need one block input per block ({len(self.blocks)}), got {len(block_inputs)}")
-        for i, block in enumerate(self.blocks):
-            if block_inputs is not None:
-                x = x + block_inputs[i]
-            past = None if cache is None else cache.layer(i)
-            if self.gradient_checkpointing and torch.is_grad_enabled() and past is None:
-                x, k, v = self._gradient_checkpointing_func(block, x)
-            elif reuse_past and past is not None:
-                x, k, v = block(x, None, past_valid, scratch=cache.scratch(i, block.rotate_past))  # type: ignore[union-attr]
-            else:
-                x, k, v = block(x, past, past_valid)
-            new_kv.append((k, v))
-        if update_cache:
-            if cache is None:
+        if cache is None:
+            if update_cache:
                 raise ValueError("update_cache=True needs a cache")
-            cache.append(new_kv)
-        return self.norm(x)
+            for i, block in enumerate(self.blocks):
+                if block_inputs is not None:
+                    x = x + block_inputs[i]
+                if self.gradient_checkpointing and torch.is_grad_enabled():
+                    x = self._gradient_checkpointing_func(block, x)[0]
+                else:
+                    x = block(x)[0]
+            return self.norm(x)
+        t = x.shape[1]
+        if t > 1 and not update_cache:
+            raise ValueError(f"{t} new frames after a cache need update_cache=True (each attends to the ones before)")
+        # Frame by frame through the ring: exactly the causal, windowed attention of the uncached path.
+        outputs = []
+        for step in range(t):
+            frame = x[:, step : step + 1]
+            key_mask = cache.key_mask(x.shape[2], x.device)
+            for i, block in enumerate(self.blocks):
+                if block_inputs is not None:
+                    inputs = block_inputs[i]
+                    frame = frame + (inputs[:, step : step + 1] if inputs.shape[1] == t else inputs)
+                frame = block(frame, cache, i, key_mask)[0]
+            if update_cache:
+                cache.commit()
+            outputs.append(frame)
+        return self.norm(outputs[0] if t == 1 else torch.cat(outputs, dim=1))
 
 
 def init_weights(module: nn.Module) -> None:
