@@ -490,6 +490,26 @@ def test_cached_frames_match_the_clip_at_any_absolute_time(context_frames: int |
 
 
 @torch.no_grad()
+def test_loading_a_prompt_into_some_streams_equals_a_fresh_start() -> None:
+    # An env restarting from a multi-frame prompt mid-rollout: its stream must behave exactly like a fresh cache
+    # holding only the prompt, whatever time the shared cache has reached, and the other stream must not notice.
+    torch.manual_seed(0)
+    stack = STTransformer(32, 2, 2, 16, context_frames=4).eval()
+    history, prompt, probe = torch.randn(2, 6, 5, 32), torch.randn(1, 2, 5, 32), torch.randn(2, 1, 5, 32)
+    shared, untouched = stack.new_cache(2), stack.new_cache(2)
+    stack(history, cache=shared, update_cache=True)
+    stack(history, cache=untouched, update_cache=True)
+    fresh = stack.new_cache(1)
+    stack(prompt, cache=fresh, update_cache=True)
+    shared.load_streams(torch.tensor([True, False]), fresh)
+    out = stack(probe, cache=shared)
+    torch.testing.assert_close(out[:1], stack(probe[:1], cache=fresh), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out[1:], stack(probe, cache=untouched)[1:], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="streams"):
+        shared.load_streams(torch.tensor([True, True]), fresh)
+
+
+@torch.no_grad()
 def test_seeded_sampling_is_deterministic() -> None:
     dynamics = make_dynamics().eval()
     prompt, action = random_tokens(2, 1), random_actions(2, 1)[:, 0]
