@@ -21,7 +21,7 @@ from scipy.ndimage import gaussian_filter
 from genie_env.checkpoint import CheckpointError, checkpoint_path, save_checkpoint
 from genie_env.cli import main
 from genie_env.eval import EVALUATORS, evaluate, get_evaluator
-from genie_env.eval.genie import evaluate_genie
+from genie_env.eval.genie import _lam_decoder_psnr, evaluate_genie
 from genie_env.eval.metrics import PSNR_CAP_DB, normalized_mutual_info, psnr, ssim, to_uint8
 from genie_env.models.bundle import WORLD_MODEL_FILE
 from genie_env.models.genie import (
@@ -321,6 +321,7 @@ EXPECTED_KEYS = {
     "action_usage",
     "action_histogram",
     "action_nmi",
+    "lam_action_gain_psnr",
     "rollout_psnr",
     "rollout_ssim",
     "copy_last_psnr",
@@ -359,6 +360,24 @@ def test_eval_cli_end_to_end(
     assert 0 < result["codebook_usage"] <= 1 and 0 < result["action_usage"] <= 1
     # 4 windows x 3 rows of 4 horizons, each frame upscaled 2x.
     assert iio.imread(png).shape == (4 * 3 * 128 + 4 * 2 * 2 + 3 * 8, 4 * 128 + 3 * 2, 3)
+
+
+@torch.no_grad()
+def test_lam_action_gain_measures_what_the_codes_tell_the_decoder(bundle: Path) -> None:
+    world = GenieWorldModel.from_pretrained(bundle)
+    torch.nn.init.normal_(world.lam.decoder_out.weight, std=0.05)  # untrained, the residual decoder copies x_t
+    real = frames(2, 5)
+    real_u8 = to_uint8(real)
+    first, other = torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.long)
+
+    def scores(actions: torch.Tensor) -> torch.Tensor:
+        return _lam_decoder_psnr(world, real, actions, real_u8)
+
+    assert not torch.equal(scores(first), scores(other))
+    # A decoder deaf to the actions gains exactly nothing from them.
+    world.lam.action_in.weight.zero_()
+    world.lam.action_in.bias.zero_()
+    assert torch.equal(scores(first), scores(other))
 
 
 def test_evaluate_genie_is_deterministic_and_checks_inputs(bundle: Path, atari_dataset: Path) -> None:

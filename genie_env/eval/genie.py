@@ -12,6 +12,9 @@ Metrics (images compared in uint8 ``[0, 255]``; PSNR per frame, capped at
 * ``codebook_usage`` -- fraction of the codebook used by those encodings.
 * ``action_usage`` / ``action_histogram`` -- fraction of latent actions (and counts) inferred by the LAM over the
   windows' transitions. A collapsed LAM shows one dominant action (pitfall 2 of the Genie re-implementations).
+* ``lam_action_gain_psnr`` -- what the latent actions tell the LAM's own decoder: its next-frame PSNR over the
+  windows' transitions with the actions it infers, minus with uniformly random actions. Near 0 dB, the codes carry
+  little about how a frame changes, and no dynamics model can make ``delta_psnr_t4`` large with them.
 * ``action_nmi`` -- normalised mutual information between the latent action of transition ``t`` and the recorded
   ``action[t]`` (``None`` unless the dataset's action is a single integer, as for Atari).
 * ``rollout_psnr`` / ``rollout_ssim`` at horizons 1, 4, 8, 16 (those ``<= horizon``) -- autoregressive generation
@@ -120,6 +123,13 @@ def _tokenizer_roundtrip(world: GenieWorldModel, real: Tensor) -> tuple[Tensor, 
     return torch.cat(scores_p), torch.cat(scores_s), torch.cat(ids_all)
 
 
+@torch.no_grad()
+def _lam_decoder_psnr(world: GenieWorldModel, real: Tensor, actions: Tensor, real_u8: Tensor) -> Tensor:
+    """PSNR ``(B, L - 1)`` of the LAM decoder's next frames ``1 ..`` from the frames before and ``actions``."""
+    predicted = world.lam.decode(real[:, :-1], actions).clamp(-1.0, 1.0)
+    return psnr(to_uint8(predicted), real_u8[:, 1:]).cpu()
+
+
 def _png_grid(real: np.ndarray, lam: np.ndarray, rand: np.ndarray) -> np.ndarray:
     """Grid image from ``(K, horizon, H, W, 3)`` uint8 real / LAM-driven / random-action frames.
 
@@ -210,13 +220,16 @@ def evaluate_genie(
     random_actions = torch.randint(
         0, num_actions, (num_windows, horizon), generator=torch.Generator().manual_seed(seed + 1)
     )
+    lam_random_actions = torch.randint(
+        0, num_actions, (num_windows, length - 1), generator=torch.Generator().manual_seed(seed + 2)
+    )
     gen_lam = torch.Generator(device).manual_seed(seed)
     gen_random = torch.Generator(device).manual_seed(seed)
 
     png_index = png_windows(num_windows)
     png_rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     tok_psnr, tok_ssim, lam_actions = [], [], []
-    roll_psnr, roll_ssim, rand_psnr, copy_psnr = [], [], [], []
+    roll_psnr, roll_ssim, rand_psnr, copy_psnr, lam_gain = [], [], [], [], []
     code_counts = torch.zeros(world.codebook_size, dtype=torch.long)
     rollout_seconds = 0.0
 
@@ -234,6 +247,10 @@ def evaluate_genie(
 
         actions = world.infer_actions(real)  # (B, L - 1); entry t explains frame t -> t + 1
         lam_actions.append(actions.cpu())
+        lam_gain.append(
+            _lam_decoder_psnr(world, real, actions, real_u8)
+            - _lam_decoder_psnr(world, real, lam_random_actions[lo:hi].to(device), real_u8)
+        )
         prompt, prompt_actions = real[:, :p], actions[:, : p - 1]
         target = real_u8[:, p:]  # (B, horizon, ...): real frames P .. P + horizon - 1
 
@@ -302,6 +319,7 @@ def evaluate_genie(
         "action_usage": float((action_counts > 0).sum()) / num_actions,
         "action_histogram": action_counts.tolist(),
         "action_nmi": action_nmi,
+        "lam_action_gain_psnr": mean_or_none(torch.cat(lam_gain)),
         "rollout_psnr": rollout_psnr,
         "rollout_ssim": at_horizons(roll_ssim_t),
         "copy_last_psnr": at_horizons(copy_psnr_t),
