@@ -79,8 +79,9 @@ def test_forward_shape_and_timestep_broadcast(tiny: MultiViewDiT) -> None:
         shared = tiny(x, torch.full((B,), 0.3)).sample
         other = tiny(x, torch.tensor([[0.3, 0.3, 0.3, 0.3, 0.9]])).sample
     assert per_frame.shape == (B, V, 16, T, H, W)
-    torch.testing.assert_close(per_frame, shared)
-    assert not torch.allclose(per_frame, other)
+    # Same math, but the two timestep layouts may reduce in a different order on 2 threads (seen: 2e-5 apart).
+    torch.testing.assert_close(per_frame, shared, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(per_frame, other, atol=1e-3)
     with pytest.raises(ValueError, match="timestep"):
         tiny(x, torch.zeros(B, T + 1))
 
@@ -406,27 +407,35 @@ def test_vae_per_frame_and_errors(vae) -> None:
         vae.encode_frames(x)
 
 
-def test_single_frame_convolutions_equal_diffusers_padded_path() -> None:
-    """The single-frame shortcut of the causal convolutions gives diffusers' own result, for frames and clips."""
-    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+def test_vae_shortcuts_equal_diffusers_own_path() -> None:
+    """Single-frame convolutions, the cache-free lone-frame path and the fused RMS norm give diffusers' own
+    ``encode`` / ``decode`` result, for frames and clips."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm
 
-    from genie_env.models.gesim.vae import SingleFrameCausalConv3d
+    from genie_env.models.gesim.vae import FusedRMSNorm, SingleFrameCausalConv3d
 
     torch.manual_seed(1)
     fast = build_vae("tiny").eval()
     reference = build_vae("tiny").eval()
     reference.load_state_dict(fast.state_dict())
-    reference._single_frame_convs = lambda: None  # keep diffusers' WanCausalConv3d everywhere
     frame = torch.rand(3, 3, 1, 32, 48) * 2 - 1
     clip = torch.rand(2, 3, 5, 32, 48) * 2 - 1
+
+    def encode_ref(x: torch.Tensor) -> torch.Tensor:  # diffusers' API, feature cache and all
+        return reference.normalize_latents(reference.encode(x).latent_dist.mode())
+
+    def decode_ref(z: torch.Tensor) -> torch.Tensor:
+        return reference.decode(reference.denormalize_latents(z)).sample
+
     with torch.no_grad():
         z_frame, z_clip = (fast.encode_frames(x, sample=False) for x in (frame, clip))
-        z_frame_ref, z_clip_ref = (reference.encode_frames(x, sample=False) for x in (frame, clip))
+        z_frame_ref, z_clip_ref = encode_ref(frame), encode_ref(clip)
         y_frame, y_clip = fast.decode_latents(z_frame_ref), fast.decode_latents(z_clip_ref)
-        y_frame_ref, y_clip_ref = reference.decode_latents(z_frame_ref), reference.decode_latents(z_clip_ref)
+        y_frame_ref, y_clip_ref = decode_ref(z_frame_ref), decode_ref(z_clip_ref)
     assert any(type(m) is SingleFrameCausalConv3d for m in fast.modules())
-    assert not any(type(m) is SingleFrameCausalConv3d for m in reference.modules())
+    assert any(type(m) is FusedRMSNorm for m in fast.modules())
     assert all(type(m) is WanCausalConv3d for m in reference.modules() if isinstance(m, WanCausalConv3d))
+    assert all(type(m) is WanRMS_norm for m in reference.modules() if isinstance(m, WanRMS_norm))
     for got, want in ((z_frame, z_frame_ref), (z_clip, z_clip_ref), (y_frame, y_frame_ref), (y_clip, y_clip_ref)):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
     assert fast.state_dict().keys() == reference.state_dict().keys()
