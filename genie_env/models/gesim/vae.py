@@ -45,11 +45,11 @@ class FusedRMSNorm(WanRMS_norm):
     (of ``0.0`` when there is no bias), each a full pass over the feature map. At 64x64 the decoder's last stage
     spent about a quarter of a GE-Sim env step there. Here ``x`` is multiplied once by ``scale * gamma / ||x||``
     (the per-pixel norm is small), and the bias is added in place only if there is one. Equal to diffusers' result
-    up to float round-off; other dtypes and layouts take diffusers' path.
+    up to float round-off; other dtypes and layouts, and anything autograd records, take diffusers' path.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 or not self.channel_first:
+        if x.dtype != torch.float32 or not self.channel_first or torch.is_grad_enabled():
             return super().forward(x)
         inverse_norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
         out = x * inverse_norm
@@ -59,26 +59,40 @@ class FusedRMSNorm(WanRMS_norm):
         return out
 
 
+class NormOutputSiLU(torch.nn.SiLU):
+    """SiLU in place when nothing is recorded for autograd.
+
+    In Wan's encoder and decoder every SiLU follows an RMS norm (resnet blocks and output heads), whose output is a
+    fresh tensor nothing else reads, so it can be overwritten instead of allocating and writing another feature map.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x, inplace=not torch.is_grad_enabled())
+
+
 class GeSimVAE(AutoencoderKLWan):
     """``AutoencoderKLWan`` plus frame-level helpers working on normalised latents.
 
     Adds no parameters, so published Wan 2.1 VAE weights load unchanged
     (``GeSimVAE.from_pretrained(path, subfolder="vae")``). Pixel convention: RGB in [-1, 1],
-    ``(B, 3, T, H, W)``. :meth:`encode_frames` and :meth:`decode_latents` run its causal convolutions as
-    :class:`SingleFrameCausalConv3d` (same weights).
+    ``(B, 3, T, H, W)``. :meth:`encode_frames` and :meth:`decode_latents` switch its modules to inference fast
+    paths with the same weights and results (:class:`SingleFrameCausalConv3d`, :class:`FusedRMSNorm`,
+    :class:`NormOutputSiLU`), and run a lone frame without diffusers' feature cache.
     """
 
-    def _single_frame_convs(self) -> None:
+    def _inference_fast_paths(self) -> None:
         # Not in __init__: diffusers reads the config from AutoencoderKLWan.__init__'s own signature. Once per
         # model: encode_frames and decode_latents run every env step.
-        if self.__dict__.get("_single_frame_ready"):
+        if self.__dict__.get("_fast_paths_ready"):
             return
         for module in self.modules():
             if type(module) is WanCausalConv3d:
                 module.__class__ = SingleFrameCausalConv3d
             elif type(module) is WanRMS_norm:
                 module.__class__ = FusedRMSNorm
-        self._single_frame_ready = True
+            elif type(module) is torch.nn.SiLU:
+                module.__class__ = NormOutputSiLU
+        self._fast_paths_ready = True
 
     def _lone_frame(self, x: torch.Tensor) -> bool:
         """A single frame on the plain path: no feature cache is needed (nothing comes after it)."""
@@ -145,7 +159,7 @@ class GeSimVAE(AutoencoderKLWan):
         elif (frames - 1) % f_t:
             raise ValueError(f"Clip length must be 1 or {f_t}n + 1 for the causal VAE, got {frames}")
 
-        self._single_frame_convs()
+        self._inference_fast_paths()
         if self._lone_frame(x):
             # diffusers' first chunk without its feature cache: the same computation, minus the cache copies.
             posterior = DiagonalGaussianDistribution(self.quant_conv(self.encoder(x)))
@@ -166,7 +180,7 @@ class GeSimVAE(AutoencoderKLWan):
             Frames in [-1, 1] (diffusers' Wan decoder clamps, as GE-Sim needs before reusing frames as
             memory), ``(B, 3, 4 * (T_lat - 1) + 1, 8h, 8w)``.
         """
-        self._single_frame_convs()
+        self._inference_fast_paths()
         z = self.denormalize_latents(z)
         if self._lone_frame(z):  # as in encode_frames
             return self.decoder(self.post_quant_conv(z), first_chunk=True).clamp(-1.0, 1.0)
