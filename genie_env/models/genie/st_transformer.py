@@ -149,7 +149,7 @@ class STBlock(nn.Module):
 
     def forward(
         self, x: Tensor, cache: KVCache | None = None, layer: int = 0, key_mask: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> Tensor:
         """Run the block over a clip, or over one new frame after a cache.
 
         Args:
@@ -162,8 +162,7 @@ class STBlock(nn.Module):
             key_mask: ``((B S), 1, 1, slots)`` bool from :meth:`KVCache.key_mask`, or None when every slot counts.
 
         Returns:
-            ``(x, k, v)``: the updated tokens ``(B, T, S, D)`` and this call's temporal keys (rotated) and values
-            ``((B S), heads, T, head_dim)``.
+            The updated tokens ``(B, T, S, D)``.
         """
         b, t, s, _ = x.shape
 
@@ -190,8 +189,7 @@ class STBlock(nn.Module):
             h = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask)
         x = x + rearrange(self.temporal.output(h), "(b s) t d -> b t s d", b=b)
 
-        x = x + self.ffn(self.norm_ffn(x))
-        return x, k_new, v_new
+        return x + self.ffn(self.norm_ffn(x))
 
 
 class KVCache:
@@ -273,16 +271,30 @@ class KVCache:
         slot = self._free_slot()
         buffers = []
         for store, new in ((self.keys, keys), (self.values, values)):
-            buffer = store[layer]
-            if buffer is None or buffer.shape[2] < len(self.times) or buffer.dtype != new.dtype:
-                grown = new.new_zeros(*new.shape[:2], len(self.times), new.shape[3])
-                if buffer is not None:
-                    grown[:, :, : buffer.shape[2]] = buffer
-                buffer = grown
-                store[layer] = buffer
+            buffer = self._buffer(store, layer, new, new.shape[0])
             buffer[:, :, slot : slot + 1] = new.detach()
             buffers.append(buffer)
         return buffers[0], buffers[1]
+
+    def _buffer(self, store: list[Tensor | None], layer: int, like: Tensor, rows: int) -> Tensor:
+        """``store[layer]`` with ``rows`` rows, a slot per entry of :attr:`times` and ``like``'s dtype.
+
+        Allocated on first use and grown (history copied over) when the ring grows or the dtype changes.
+
+        Args:
+            store: :attr:`keys` or :attr:`values`.
+            layer: the layer's index.
+            like: keys or values ``(n S, heads, T, head_dim)`` about to be stored (this cache's or a source's).
+            rows: ``B * S``, this cache's rows.
+        """
+        buffer = store[layer]
+        if buffer is None or buffer.shape[2] < len(self.times) or buffer.dtype != like.dtype:
+            grown = like.new_zeros(rows, like.shape[1], len(self.times), like.shape[3])
+            if buffer is not None:
+                grown[:, :, : buffer.shape[2]] = buffer
+            buffer = grown
+            store[layer] = buffer
+        return buffer
 
     def commit(self) -> None:
         """Keep the frame just written as the newest frame of every stream; the oldest leaves the window."""
@@ -378,18 +390,12 @@ class KVCache:
         rows = repeat(streams, "b -> (b s)", s=spatial)
         for i in range(len(self.keys)):
             for store, loaded in ((self.keys, source.keys[i]), (self.values, source.values[i])):
-                buffer = store[i]
-                if buffer is None or buffer.shape[2] < len(self.times):
-                    grown = loaded.new_zeros(rows.shape[0], loaded.shape[1], len(self.times), loaded.shape[3])  # type: ignore[union-attr]
-                    if buffer is not None:
-                        grown[:, :, : buffer.shape[2]] = buffer
-                    buffer = grown
+                buffer = self._buffer(store, i, loaded, rows.shape[0])  # type: ignore[arg-type]
                 block = buffer[rows]
                 for slot, shift, source_slot in targets:
                     frame = loaded[:, :, source_slot : source_slot + 1]  # type: ignore[index]
                     block[:, :, slot : slot + 1] = self._rotate(frame, shift) if store is self.keys else frame
                 buffer[rows] = block
-                store[i] = buffer
         valid = self.valid.clone()
         valid[streams] = False
         for slot, _, source_slot in targets:
@@ -464,9 +470,9 @@ class STTransformer(nn.Module):
                 if block_inputs is not None:
                     x = x + block_inputs[i]
                 if self.gradient_checkpointing and torch.is_grad_enabled():
-                    x = self._gradient_checkpointing_func(block, x)[0]
+                    x = self._gradient_checkpointing_func(block, x)
                 else:
-                    x = block(x)[0]
+                    x = block(x)
             return self.norm(x)
         t = x.shape[1]
         if t > 1 and not update_cache:
@@ -480,7 +486,7 @@ class STTransformer(nn.Module):
                 if block_inputs is not None:
                     inputs = block_inputs[i]
                     frame = frame + (inputs[:, step : step + 1] if inputs.shape[1] == t else inputs)
-                frame = block(frame, cache, i, key_mask)[0]
+                frame = block(frame, cache, i, key_mask)
             if update_cache:
                 cache.commit()
             outputs.append(frame)
