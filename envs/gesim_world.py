@@ -172,8 +172,8 @@ class GeSimCore(WorldCore):
         self.start_extrinsics[ids] = self.bank_extrinsics[rows]
         self.intrinsics[ids] = self.bank_intrinsics[rows]
         maps = self.world.frame_maps(
-            self.bank_state[rows][:, None],
-            self.bank_extrinsics[rows][:, :, None],
+            self.start_state[ids][:, None],
+            self.start_extrinsics[ids][:, :, None],
             self.intrinsics[ids],
             self.latent_size,
         )
