@@ -57,6 +57,32 @@ def test_windows_are_reproducible(fetch_dataset: Path) -> None:
     assert batch["frames"].shape == (4, 3, 5, 3, 64, 64) and batch["frames"].dtype == torch.float32
 
 
+def test_future_gap(fetch_dataset: Path) -> None:
+    """With max_future_gap G the newest memory frame is 1..G frames before the future, every gap occurs, the
+    future stays contiguous, and G = 1 keeps the adjacent windows of the default (same random memory)."""
+    plain = WindowDataset(fetch_dataset, WindowConfig(n_memory=3, n_future=2, memory_mode="random"), seed=3)
+    gap1 = WindowDataset(
+        fetch_dataset, WindowConfig(n_memory=3, n_future=2, memory_mode="random", max_future_gap=1), seed=3
+    )
+    gapped = WindowDataset(
+        fetch_dataset, WindowConfig(n_memory=3, n_future=2, memory_mode="random", max_future_gap=4), seed=3
+    )
+    gaps = []
+    for item in range(len(gapped)):
+        assert gap1.window_indices(item)[1].tolist() == plain.window_indices(item)[1].tolist()
+        _, idx, n_memory = gapped.window_indices(item)
+        memory, future = idx[:n_memory], idx[n_memory:]
+        assert future.tolist() == list(range(future[0], future[0] + 2)) and (np.diff(memory) >= 0).all()
+        gap = int(future[0] - memory[-1])
+        assert 1 <= gap <= min(4, future[0])
+        gaps.append(gap)
+    assert set(gaps) == {1, 2, 3, 4}
+    with pytest.raises(ValueError, match="max_future_gap"):
+        WindowConfig(max_future_gap=0)
+    with pytest.raises(ValueError, match="needs memory"):
+        WindowConfig(n_memory=0, max_future_gap=2)
+
+
 def test_window_arguments(fetch_dataset: Path, atari_dataset: Path) -> None:
     with pytest.raises(ValueError, match="unknown cameras"):
         WindowDataset(fetch_dataset, cameras=["top"])

@@ -180,6 +180,9 @@ class GeSimConfig:
         n_future: Future frames per window; with ``future_encoding="clip"`` 1 or ``4n + 1`` (the causal VAE).
         memory_mode: How memory frames are drawn from the past (GE-Sim trains with ``"random"``).
         max_memory_span: How far back memory may reach (``None``: to the episode start).
+        max_future_gap: The newest memory frame lies 1 to this many frames before the future
+            (:class:`~genie_env.data.windows.WindowConfig`); above 1 the DiT must take the arm's motion from the
+            future frame's trajectory map instead of extrapolating the memory.
         future_encoding: ``"clip"`` (the future chunk is one causal VAE clip, as GE-Sim) or ``"per_frame"``.
         flow_schedule: Flow-time sampling, ``"uniform"`` (GE's trainer) or ``"logit_normal"``.
         memory_noise: Largest share of noise mixed into the memory latents (GE: 0.1; 0 disables).
@@ -203,6 +206,7 @@ class GeSimConfig:
     n_future: int = 1
     memory_mode: Literal["uniform", "random", "contiguous"] = "random"
     max_memory_span: int | None = None
+    max_future_gap: int = 1
     future_encoding: Literal["clip", "per_frame"] = "clip"
     flow_schedule: Literal["uniform", "logit_normal"] = "uniform"
     memory_noise: float = 0.1
@@ -215,6 +219,7 @@ class GeSimConfig:
     def __post_init__(self) -> None:
         _check(self.n_memory >= 1, "component.n_memory", self.n_memory, ">= 1")
         _check(self.n_future >= 1, "component.n_future", self.n_future, ">= 1")
+        _check(self.max_future_gap >= 1, "component.max_future_gap", self.max_future_gap, ">= 1")
         _check(self.num_tasks is None or self.num_tasks >= 1, "component.num_tasks", self.num_tasks, ">= 1")
         ok = self.patch_size is None or (self.patch_size[0] == 1 and min(self.patch_size) >= 1)
         _check(ok, "component.patch_size", self.patch_size, "(1, p_h, p_w) with p_h, p_w >= 1")

@@ -12,6 +12,11 @@ A window is anchored at a *future start* ``s`` inside one episode (windows never
 
   When the past is shorter than ``n_memory`` frames (early windows), frames repeat, as in GE-Sim's first chunk.
 
+  With ``max_future_gap = G > 1`` the newest memory frame is ``s - g`` instead, ``g`` drawn uniformly from
+  ``1 .. min(G, s)`` per window, and memory is chosen from before it: the future is then up to ``G`` frames away
+  from anything the memory shows, so a world model has to take the robot's motion from its conditioning (the
+  trajectory maps at the future frames) instead of extrapolating the memory.
+
 Every per-frame quantity is returned at the selected frame indices (memory first, then future), so they stay
 aligned: ``actions[k]`` is the action taken *at* frame ``frame_index[k]`` (it leads to ``frame_index[k] + 1``).
 Within the contiguous part of a window, ``actions[k]`` is therefore exactly the transition ``k -> k + 1``.
@@ -48,6 +53,7 @@ class WindowConfig:
         max_memory_span: how many frames back memory may reach (None: to the episode start).
         stride: distance between consecutive window anchors in an episode.
         normalize: return frames as float32 in [-1, 1] (else uint8 in [0, 255]).
+        max_future_gap: largest distance from the newest memory frame to the future start (1: adjacent).
     """
 
     n_memory: int = 4
@@ -56,6 +62,7 @@ class WindowConfig:
     max_memory_span: int | None = None
     stride: int = 1
     normalize: bool = True
+    max_future_gap: int = 1
 
     def __post_init__(self) -> None:
         if self.n_memory < 0 or self.n_future < 1:
@@ -64,6 +71,10 @@ class WindowConfig:
             raise ValueError(f"memory_mode must be uniform, random or contiguous, got {self.memory_mode!r}")
         if self.stride < 1:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
+        if self.max_future_gap < 1:
+            raise ValueError(f"max_future_gap must be >= 1, got {self.max_future_gap}")
+        if self.max_future_gap > 1 and self.n_memory == 0:
+            raise ValueError(f"max_future_gap {self.max_future_gap} needs memory frames, got n_memory=0")
         if self.max_memory_span is not None and self.max_memory_span < 0:
             raise ValueError(f"max_memory_span must be >= 0, got {self.max_memory_span}")
 
@@ -180,7 +191,9 @@ class WindowDataset(torch.utils.data.Dataset):
             raise IndexError(f"window {item} out of range [0, {len(self)})")
         episode, s = (int(v) for v in self._anchors[item])
         rng = np.random.default_rng([self.seed, self.epoch, item])
-        memory = select_memory(s, self.config, rng)
+        # Drawn only when asked for, so windows without a gap keep their random memory choice.
+        gap = int(rng.integers(1, min(self.config.max_future_gap, s) + 1)) if self.config.max_future_gap > 1 else 1
+        memory = select_memory(s - gap + 1, self.config, rng)
         future = np.arange(s, s + self.config.n_future)
         return episode, np.concatenate([memory, future]).astype(np.int64), len(memory)
 

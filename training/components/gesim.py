@@ -154,6 +154,7 @@ class GeSimComponent(Component):
             n_future=config.n_future,
             memory_mode=config.memory_mode,
             max_memory_span=config.max_memory_span,
+            max_future_gap=config.max_future_gap,
         )
 
     @classmethod
