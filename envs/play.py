@@ -204,7 +204,13 @@ def overlay_trajectory_maps(core: GeSimCore, frames: torch.Tensor) -> torch.Tens
     height, width = frames.shape[-2:]
     cameras = core._cameras(core.state)[0][:, None]  # (V, 1, 4, 4)
     traj, _ = conditioning_maps(
-        core.state[:1].float(), cameras, core.intrinsics[0], height, width, float(core.world.max_opening)
+        core.state[:1].float(),
+        cameras,
+        core.intrinsics[0],
+        height,
+        width,
+        float(core.world.max_opening),
+        float(core.world.disc_radius_m),
     )
     maps = traj[:, 0].to(frames.device)  # (V, 3, H, W) in [0, 1]
     drawn = (maps - DEFAULT_BACKGROUND).abs().amax(dim=1, keepdim=True) > 0.02

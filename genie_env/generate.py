@@ -153,7 +153,9 @@ def generate_episode(
     score = float(psnr(generated_u8[:, given:], real_u8[:, given:]).mean())
 
     height, width = real_u8.shape[-2:]
-    traj, _ = conditioning_maps(states, extrinsics, inputs["intrinsics"], height, width, world.max_opening)
+    traj, _ = conditioning_maps(
+        states, extrinsics, inputs["intrinsics"], height, width, world.max_opening, world.disc_radius_m
+    )
     layout = "v t c h w -> v t h w c"
     frames = video_frames(
         rearrange(generated_u8, layout).numpy(), rearrange(real_u8, layout).numpy(), maps_to_uint8(traj).numpy()

@@ -175,8 +175,8 @@ def test_component_config_errors(vae_run: Path) -> None:
 
 def test_train_steps_then_bundle_from_runs(vae_run: Path, fetch_dataset: Path, tmp_path: Path) -> None:
     """Two engine steps with samples; the run's DiT and the VAE run assemble into a loadable bundle."""
-    config = GeSimConfig(vae=str(vae_run), num_tasks=2, sample_steps=2)
-    component = _component(vae_run, sample_steps=2)
+    config = GeSimConfig(vae=str(vae_run), num_tasks=2, sample_steps=2, disc_radius_m=0.07)
+    component = _component(vae_run, sample_steps=2, disc_radius_m=0.07)
     data = DataConfig(path=str(fetch_dataset), episodes=[0])
     train = TrainConfig(steps=2, batch_size=2, sample_every=2, checkpoint_every=0, out_dir=str(tmp_path / "run"))
     dataset = GeSimComponent.build_dataset(config, data, seed=0)
@@ -190,7 +190,9 @@ def test_train_steps_then_bundle_from_runs(vae_run: Path, fetch_dataset: Path, t
     assert spec["type"] == "gesim" and spec["sampling"] == {"steps": 3, "schedule": "karras"}
     assert spec["cameras"] == CAMERAS and spec["tasks"] == ["push the block to the goal"]
     assert spec["n_memory"] == 4 and spec["chunk"] == 1 and spec["fps"] == LeRobotDataset(fetch_dataset).fps
+    assert spec["disc_radius_m"] == 0.07  # the world draws its trajectory maps as the DiT saw them in training
     world = load_world_model(out)
+    assert world.disc_radius_m == 0.07
     trained = component.dit.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in world.dit.state_dict().items())
     assert load_world_model(tmp_path / "run").describe()["cameras"] == CAMERAS  # a run works directly too

@@ -188,6 +188,7 @@ class GeSimConfig:
         memory_noise: Largest share of noise mixed into the memory latents (GE: 0.1; 0 disables).
         task_dropout: Probability of replacing the task by the "no task" entry (GE's caption dropout 0.06).
         max_opening: Gripper opening drawn darkest in the trajectory maps (Fetch: 0.1 m).
+        disc_radius_m: Physical radius of the tip disc in the trajectory maps (metres); saved with the bundle.
         sample_steps: Euler steps of the TensorBoard sample rollouts.
         sample_schedule: Flow-time schedule of the sample rollouts, ``"linear"`` or ``"karras"``.
         cache_latents: Keep the VAE posterior of every recorded frame after its first encoding (when every latent
@@ -212,6 +213,7 @@ class GeSimConfig:
     memory_noise: float = 0.1
     task_dropout: float = 0.06
     max_opening: float = 0.1
+    disc_radius_m: float = 0.03
     sample_steps: int = 8
     sample_schedule: Literal["linear", "karras"] = "linear"
     cache_latents: bool = True
@@ -227,6 +229,7 @@ class GeSimConfig:
         _check(0 <= self.memory_noise <= 1, "component.memory_noise", self.memory_noise, "in [0, 1]")
         _check(0 <= self.task_dropout <= 1, "component.task_dropout", self.task_dropout, "in [0, 1]")
         _check(self.max_opening > 0, "component.max_opening", self.max_opening, "> 0")
+        _check(self.disc_radius_m > 0, "component.disc_radius_m", self.disc_radius_m, "> 0")
         _check(self.sample_steps >= 1, "component.sample_steps", self.sample_steps, ">= 1")
 
 

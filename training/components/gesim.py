@@ -242,7 +242,9 @@ class GeSimComponent(Component):
         state, extrinsics, intrinsics = batch["state"], batch["extrinsics"], batch["intrinsics"]
         keys = self._frame_keys(batch)
         if keys is None:
-            traj, ray = batch_conditioning_maps(state, extrinsics, intrinsics, height, width, self.config.max_opening)
+            traj, ray = batch_conditioning_maps(
+                state, extrinsics, intrinsics, height, width, self.config.max_opening, self.config.disc_radius_m
+            )
             return pool_maps(traj, ray, latent_size)
 
         def draw(_: list[tuple[int, int]], at: list[tuple[int, int]]) -> torch.Tensor:
@@ -254,6 +256,7 @@ class GeSimComponent(Component):
                 height,
                 width,
                 self.config.max_opening,
+                self.config.disc_radius_m,
             )
             return pool_maps(traj, ray, latent_size)[:, :, :, 0]
 

@@ -14,6 +14,10 @@ from einops import rearrange, repeat
 
 from genie_env.geometry import pose_from_pos_quat, ray_maps, trajectory_maps
 
+DISC_RADIUS_M = 0.03
+"""Default physical radius of the tip disc: about 2 px from 1 m at 64x64 (4 % of the image height, where GE-Sim's
+discs at 384x512 are 10-20 %); a world's own value is in its bundle (``world_model.json``)."""
+
 
 def conditioning_maps(
     state: torch.Tensor,
@@ -22,6 +26,7 @@ def conditioning_maps(
     height: int,
     width: int,
     max_opening: float = 0.1,
+    disc_radius_m: float = DISC_RADIUS_M,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Trajectory and ray maps of every view and frame, for one arm.
 
@@ -32,6 +37,7 @@ def conditioning_maps(
         height: map height in pixels.
         width: map width in pixels.
         max_opening: gripper opening that maps to the darkest disc colour (Fetch: 0.1 m).
+        disc_radius_m: physical radius of the tip disc (metres; see :func:`genie_env.geometry.trajectory_maps`).
 
     Returns:
         ``(traj, ray)``: ``(V, T, 3, H, W)`` in [0, 1] and ``(V, T, 6, H, W)`` (origin, unit direction).
@@ -44,7 +50,7 @@ def conditioning_maps(
             f"expected extrinsics (V, {state.shape[0]}, 4, 4) and intrinsics (V, 3, 3), "
             f"got {tuple(extrinsics.shape)} and {tuple(intrinsics.shape)}"
         )
-    traj, ray = _maps(state[None], extrinsics[None], intrinsics[None], height, width, max_opening)
+    traj, ray = _maps(state[None], extrinsics[None], intrinsics[None], height, width, max_opening, disc_radius_m)
     return traj[0], ray[0]
 
 
@@ -55,6 +61,7 @@ def _maps(
     height: int,
     width: int,
     max_opening: float,
+    disc_radius_m: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Checked ``(B, T, 8)``, ``(B, V, T, 4, 4)``, ``(B, V, 3, 3)`` -> ``(B, V, T, 3 | 6, H, W)`` maps (one arm)."""
     views, frames = extrinsics.shape[1:3]
@@ -64,7 +71,8 @@ def _maps(
     grip = repeat(state[..., 7], "b t -> b v t 1", v=views)
     k = repeat(intrinsics.to(torch.float32), "b v i j -> b v t i j", t=frames)
     c2w = extrinsics.to(torch.float32)
-    return trajectory_maps(pose, grip, k, c2w, height, width, max_opening=max_opening), ray_maps(k, c2w, height, width)
+    traj = trajectory_maps(pose, grip, k, c2w, height, width, max_opening=max_opening, radius_m=disc_radius_m)
+    return traj, ray_maps(k, c2w, height, width)
 
 
 def maps_to_uint8(maps: torch.Tensor) -> torch.Tensor:
@@ -79,6 +87,7 @@ def batch_conditioning_maps(
     height: int,
     width: int,
     max_opening: float = 0.1,
+    disc_radius_m: float = DISC_RADIUS_M,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`conditioning_maps` for a batch of windows, in the DiT's ``(B, V, C, T, H, W)`` layout.
 
@@ -89,6 +98,7 @@ def batch_conditioning_maps(
         height: map height in pixels.
         width: map width in pixels.
         max_opening: gripper opening that maps to the darkest disc colour (Fetch: 0.1 m).
+        disc_radius_m: physical radius of the tip disc (metres).
 
     Returns:
         ``(traj, ray)``: ``(B, V, 3, T, H, W)`` in [0, 1] and ``(B, V, 6, T, H, W)`` (origin, unit direction).
@@ -104,6 +114,6 @@ def batch_conditioning_maps(
     views = extrinsics.shape[1]
     if tuple(intrinsics.shape) != (batch, views, 3, 3):
         raise ValueError(f"intrinsics must be (B={batch}, V={views}, 3, 3), got {tuple(intrinsics.shape)}")
-    traj, ray = _maps(state, extrinsics, intrinsics, height, width, max_opening)
+    traj, ray = _maps(state, extrinsics, intrinsics, height, width, max_opening, disc_radius_m)
     layout = "b v t c h w -> b v c t h w"
     return rearrange(traj, layout), rearrange(ray, layout)

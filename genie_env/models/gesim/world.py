@@ -57,7 +57,7 @@ from genie_env.data.lerobot import LeRobotDataset
 from genie_env.data.windows import WindowConfig, select_memory
 from genie_env.eval.metrics import from_uint8
 from genie_env.models.bundle import WORLD_MODEL_FILE, load_bundle_model, read_bundle_info, save_bundle
-from genie_env.models.gesim.conditioning import batch_conditioning_maps
+from genie_env.models.gesim.conditioning import DISC_RADIUS_M, batch_conditioning_maps
 from genie_env.models.gesim.dit import INPUT_CHANNELS, MultiViewDiT
 from genie_env.models.gesim.flow import FlowSampler
 from genie_env.models.gesim.vae import GeSimVAE
@@ -254,6 +254,7 @@ class GeSimWorldModel(nn.Module):
         schedule: Default sampler schedule, ``"linear"`` or ``"karras"``.
         tasks: Task texts by task id (from the training dataset); empty if unknown.
         max_opening: Gripper opening drawn darkest in the trajectory maps (Fetch: 0.1 m).
+        disc_radius_m: Physical radius of the tip disc in the trajectory maps (metres), as in training.
         fps: Frame rate of the training data (for videos), if known.
         provenance: Where the networks came from (runs, step), kept in ``world_model.json``.
     """
@@ -271,6 +272,7 @@ class GeSimWorldModel(nn.Module):
         schedule: Schedule = "linear",
         tasks: Sequence[str] = (),
         max_opening: float = 0.1,
+        disc_radius_m: float = DISC_RADIUS_M,
         fps: float | None = None,
         provenance: dict[str, Any] | None = None,
     ) -> None:
@@ -295,7 +297,9 @@ class GeSimWorldModel(nn.Module):
         self.n_memory, self.chunk, self.future_encoding = int(n_memory), int(chunk), future_encoding
         self.steps, self.schedule = int(steps), schedule
         self.tasks = list(tasks)
-        self.max_opening, self.fps = float(max_opening), fps
+        if disc_radius_m <= 0:
+            raise ValueError(f"disc_radius_m must be > 0, got {disc_radius_m}")
+        self.max_opening, self.disc_radius_m, self.fps = float(max_opening), float(disc_radius_m), fps
         self.provenance = dict(provenance or {})
         self.eval()
 
@@ -339,6 +343,7 @@ class GeSimWorldModel(nn.Module):
             "future_encoding": self.future_encoding,
             "tasks": self.tasks,
             "max_opening": self.max_opening,
+            "disc_radius_m": self.disc_radius_m,
             "fps": self.fps,
             "provenance": self.provenance,
         }
@@ -377,6 +382,7 @@ class GeSimWorldModel(nn.Module):
                 schedule=sampling.get("schedule", "linear"),
                 tasks=spec.get("tasks", []),
                 max_opening=spec.get("max_opening", 0.1),
+                disc_radius_m=spec.get("disc_radius_m", DISC_RADIUS_M),
                 fps=spec.get("fps"),
                 provenance=spec.get("provenance"),
             )
@@ -444,6 +450,7 @@ class GeSimWorldModel(nn.Module):
             schedule=schedule,
             tasks=tasks,
             max_opening=float(component.get("max_opening", 0.1)),
+            disc_radius_m=float(component.get("disc_radius_m", DISC_RADIUS_M)),
             fps=dataset.fps if dataset is not None else None,
             provenance={"dit": str(checkpoint), "vae": str(resolve_checkpoint(vae_path)), "step": meta.get("step")},
         )
@@ -537,7 +544,13 @@ class GeSimWorldModel(nn.Module):
         height, width = h * self.spatial_factor, w * self.spatial_factor
         device = self.device
         traj, ray = batch_conditioning_maps(
-            states.to(device), extrinsics.to(device), intrinsics.to(device), height, width, self.max_opening
+            states.to(device),
+            extrinsics.to(device),
+            intrinsics.to(device),
+            height,
+            width,
+            self.max_opening,
+            self.disc_radius_m,
         )
         return pool_maps(traj, ray, latent_size)
 
