@@ -5,6 +5,7 @@ Models are tiny and untrained (a 2-block DiT, the tiny VAE); the data is the 3 x
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from pathlib import Path
@@ -160,6 +161,13 @@ def test_latent_cache_gives_the_same_loss(vae_run: Path, fetch_dataset: Path) ->
     episodes, frames = batch["episode_index"].tolist(), batch["frame_index"].tolist()
     pairs = {(e, f) for e, row in zip(episodes, frames, strict=True) for f in row}
     assert len(pairs) > 5 and set(component._posteriors) == set(component._maps) == pairs
+
+
+def test_map_defaults_are_the_worlds() -> None:
+    """A bundle whose run config predates a map setting falls back to the world's default: the same as training's."""
+    world_defaults = inspect.signature(GeSimWorldModel.__init__).parameters
+    for name in ("max_opening", "disc_radius_m"):
+        assert getattr(GeSimConfig(), name) == world_defaults[name].default
 
 
 def test_component_config_errors(vae_run: Path) -> None:
